@@ -186,8 +186,12 @@ static int fail_count(cfg_err *e, const cfg_path *p, const char *what, const cha
 
 static int check_object(const json_t *obj, const mrd_cfg_schema *schema, cfg_path *p, cfg_err *e);
 
-/* Checks one value of type t (a field, or an array/map element). Bounds and
- * choices come from f when they apply to this value (with_bounds). */
+/* Checks one value of type t (a field, or an array/map element). How the
+ * field's min/max apply: INT and NUMBER values (both 0: no bound); STRING
+ * length in bytes, ARRAY element count, MAP entry count (both 0: none; max 0
+ * with min > 0: at least min). Elements of an array or map get no bounds of
+ * their own, but STRING elements must be one of .choices when it is set.
+ * elem 0 (unset) accepts any element; OBJECT with .object NULL any object. */
 static int check_value(const json_t *v, mrd_cfg_type t, const mrd_cfg_field *f, int with_bounds,
                        cfg_path *p, cfg_err *e)
 {

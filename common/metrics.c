@@ -20,12 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char empty_text[1] = "";
+/* What data points to before the first write; never written to. */
+static const char empty_text[1] = "";
 
 void mrd_metrics_buf_init(mrd_metrics_buf *b)
 {
     memset(b, 0, sizeof(*b));
-    b->data = empty_text;
+    b->data = (char *)empty_text;
 }
 
 void mrd_metrics_buf_close(mrd_metrics_buf *b)

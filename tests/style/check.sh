@@ -11,12 +11,14 @@
 # Comments and string literals are blanked before the code checks, so a
 # comment that names a banned function is not an offence.
 #
-#   tests/style/check.sh [ROOT]     exit 0 clean, 1 offences, 2 usage
-#   tests/style/check.sh --self-test   checks the checker on a bad tree
+#   tests/style/check.sh [ROOT]       exit 0 clean, 1 offences, 2 checker broken
+#   tests/style/check.sh --self-test  only checks the checker on a bad tree
+# (the first form runs the self-test first, quietly).
 set -u
 export LC_ALL=C
 
-check_tree() {
+# Runs in a subshell: its cd must not leak to the caller.
+check_tree() (
     local root=$1
     cd "$root" || { echo "check.sh: cannot enter $root" >&2; return 2; }
     local files=() d
@@ -154,7 +156,7 @@ check_tree() {
     fi
     echo "check.sh: ${#files[@]} files clean" >&2
     return 0
-}
+)
 
 # Builds a small tree with one offence of each kind (and look-alikes that are
 # fine) and checks that exactly the offences are reported.
@@ -247,5 +249,12 @@ cli/empty.c:1: does not open with a comment block"
 case "${1:-}" in
 --self-test) self_test ;;
 -h | --help) sed -n '2,16p' "$0" ;;
-*) check_tree "${1:-$(cd "$(dirname "$0")/../.." && pwd)}" ;;
+*)
+    # A checker that silently stopped finding offences would pass every tree.
+    if ! self_test 2>/dev/null; then
+        echo "check.sh: the checker fails its own self-test (run $0 --self-test)" >&2
+        exit 2
+    fi
+    check_tree "${1:-$(cd "$(dirname "$0")/../.." && pwd)}"
+    ;;
 esac
