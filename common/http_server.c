@@ -982,7 +982,7 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
         server_free(srv);
         return rc;
     }
-    int fd;
+    int fd = -1;
     rc = listen_socket(srv->opt.host, opt->port, &fd, &srv->port);
     if (rc) {
         server_free(srv);
