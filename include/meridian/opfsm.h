@@ -76,14 +76,14 @@ typedef enum {
 
 /* Conditions that let an op leave a step (evaluated on mrd_op_inputs). */
 #define MRD_OP_COND_MAP(XX)                                                                        \
-    XX(PLAN_VALID, "plan_valid")             /* in.plan_ok */                                      \
-    XX(PLAN_INVALID, "plan_invalid")         /* !in.plan_ok */                                     \
-    XX(CANCELLED, "cancelled")               /* in.cancel */                                       \
-    XX(STEP_FAILED, "step_failed")           /* in.step_failed: action failed for good */          \
-    XX(FENCE_CONFIRMED, "fence_confirmed")   /* in.old_fence_confirmed */                          \
-    XX(ISOLATED, "isolated")                 /* now >= old_last_contact + isolation */             \
-    XX(CAUGHT_UP, "caught_up")               /* in.target_replay_pos >= barrier */                 \
-    XX(TARGET_PRIMARY, "target_primary")     /* in.target_is_primary */                            \
+    XX(PLAN_VALID, "plan_valid")           /* in.plan_ok > 0 */                                    \
+    XX(PLAN_INVALID, "plan_invalid")       /* in.plan_ok < 0 */                                    \
+    XX(CANCELLED, "cancelled")             /* in.cancel */                                         \
+    XX(STEP_FAILED, "step_failed")         /* in.step_failed: action failed for good */            \
+    XX(FENCE_CONFIRMED, "fence_confirmed") /* in.old_fence_confirmed */                            \
+    XX(ISOLATED, "isolated")             /* !old_reachable, now >= old_last_contact + isolation */ \
+    XX(CAUGHT_UP, "caught_up")           /* in.target_replay_pos >= barrier */                     \
+    XX(TARGET_PRIMARY, "target_primary") /* in.target_is_primary */                                \
     XX(REGISTRY_APPLIED, "registry_applied") /* in.registry_epoch >= op.epoch */                   \
     XX(DNS_APPLIED, "dns_applied")           /* in.dns_epoch >= op.epoch */                        \
     XX(REJOINED, "rejoined")                 /* in.old_rejoined */                                 \
@@ -156,11 +156,13 @@ typedef struct {
 
 /* Facts the leader observed this tick (all about the op's epoch). */
 typedef struct {
-    int plan_ok;                  /* plan step: mrd_decide_plan accepted the target */
-    int cancel;                   /* an operator asked to cancel (honoured before promote) */
-    int step_failed;              /* the current step's command/driver failed for good */
-    int old_reachable;            /* old primary's node is heard from */
-    int old_fence_confirmed;      /* old primary confirmed the fence at op.epoch */
+    int plan_ok;             /* plan step: 1 mrd_decide_plan accepted the target (FAILOVER or WAIT),
+                                -1 it refused, 0 not evaluated this tick */
+    int cancel;              /* an operator asked to cancel (honoured before promote) */
+    int step_failed;         /* the current step's command/driver failed for good */
+    int old_reachable;       /* old primary's node is heard from (not silent): then only its
+                                confirmation ends a failover's fence step */
+    int old_fence_confirmed; /* old primary confirmed the fence at op.epoch */
     int old_unfence_confirmed;    /* old primary confirmed the unfence at op.epoch */
     uint64_t old_last_contact_ms; /* its last recorded contact (store clock) */
     uint64_t old_final_pos;       /* its final position, reported with the fence */
