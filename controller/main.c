@@ -41,6 +41,7 @@ static void cron(uv_timer_t *t)
     mrd__store_migrate_async(ctl);
     mrd__lease_cron(ctl, now);
     mrd__ingest_cron(ctl, now);
+    mrd__tick_cron(ctl, now);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -58,6 +59,8 @@ static void http_stopped(void *arg)
     mrd_ctl *ctl = arg;
     ctl->http = NULL;
     mrd__ingest_close(ctl);
+    json_decref(ctl->snapshot);
+    ctl->snapshot = NULL;
     mrd_pg_stop(ctl->pg, pg_closed, ctl);
     ctl->pg = NULL;
 }
