@@ -106,6 +106,7 @@ typedef struct mrd_ctl {
     json_t *cfg_json; /* the loaded file; owned */
     mrd_auth *auth;
     mrd_http_server *http;
+    mrd_http_route *routes; /* the API's routing table; owned */
     mrd_pg *pg;
 
     /* Migrations run on the thread pool with a blocking connection. */
@@ -207,7 +208,8 @@ void mrd__event(mrd_ctl *ctl, const char *kind, const char *service, const char 
 void mrd__cutover_drive(mrd_ctl *ctl, mrd__service *s, const mrd_op *op, mrd_op_action action,
                         uint64_t now);
 
-/* controller/api.c */
+/* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);
+const mrd_http_route *mrd__api_ops_routes(size_t *n);
 
 #endif
