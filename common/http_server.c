@@ -285,6 +285,8 @@ static void on_write(uv_write_t *w, int status)
         c->backpressure = 0;
         conn_process(c);
         conn_update(c);
+    } else if (c->srv->stopping) {
+        conn_update(c); /* an idle conn closes once its last answer is out */
     }
 }
 
