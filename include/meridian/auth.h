@@ -9,12 +9,12 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define MRD_ROLE_VIEWER 0x1u
+#define MRD_ROLE_VIEWER   0x1u
 #define MRD_ROLE_OPERATOR 0x2u
-#define MRD_ROLE_AGENT 0x4u
-#define MRD_ROLE_APP 0x8u
+#define MRD_ROLE_AGENT    0x4u
+#define MRD_ROLE_APP      0x8u
 /* Shorthands for route masks. */
-#define MRD_ROLES_READ (MRD_ROLE_VIEWER | MRD_ROLE_OPERATOR)
+#define MRD_ROLES_READ  (MRD_ROLE_VIEWER | MRD_ROLE_OPERATOR)
 #define MRD_ROLES_WRITE (MRD_ROLE_OPERATOR)
 
 typedef struct mrd_auth mrd_auth;
@@ -33,8 +33,8 @@ int mrd_auth_check(const mrd_auth *auth, const char *authorization, unsigned all
                    const char **principal, unsigned *role);
 
 /* "viewer" -> MRD_ROLE_VIEWER ...; 0 if unknown. */
-unsigned mrd_role_parse(const char *name);
-const char *mrd_role_name(unsigned role);
+unsigned mrd_auth_role_parse(const char *name);
+const char *mrd_auth_role_name(unsigned role);
 
 /* Constant-time comparison of two byte strings of possibly different
  * lengths; returns 1 when equal. */
