@@ -18,22 +18,24 @@
 #include "meridian/error.h"
 #include "meridian/http_client.h"
 
-static void wait_expired_cb(uv_timer_t *t)
+static void wait_tick_cb(uv_timer_t *t)
 {
-    *(int *)t->data = 1;
+    (void)t; /* only wakes the loop up so that the condition is re-read */
 }
 
-/* Runs the loop until cond holds or ms pass; evaluates to cond. */
+/* Runs the loop until cond holds or ms pass; evaluates to cond. A 5 ms tick
+ * wakes the loop: a callback that ran in the timer phase of an iteration
+ * would otherwise leave uv_run blocked in its poll phase. */
 #define RUN_UNTIL(loop, cond, ms)                                                                  \
     ({                                                                                             \
-        uv_timer_t guard_;                                                                         \
-        int expired_ = 0;                                                                          \
-        uv_timer_init((loop), &guard_);                                                            \
-        guard_.data = &expired_;                                                                   \
-        uv_timer_start(&guard_, wait_expired_cb, (ms), 0);                                         \
-        while (!(cond) && !expired_)                                                               \
+        uv_timer_t tick_;                                                                          \
+        uv_update_time(loop);                                                                      \
+        uint64_t end_ = uv_now(loop) + (uint64_t)(ms);                                             \
+        uv_timer_init((loop), &tick_);                                                             \
+        uv_timer_start(&tick_, wait_tick_cb, 5, 5);                                                \
+        while (!(cond) && uv_now(loop) < end_)                                                     \
             uv_run((loop), UV_RUN_ONCE);                                                           \
-        uv_close((uv_handle_t *)&guard_, NULL);                                                    \
+        uv_close((uv_handle_t *)&tick_, NULL);                                                     \
         uv_run((loop), UV_RUN_NOWAIT);                                                             \
         (cond);                                                                                    \
     })
