@@ -95,6 +95,24 @@ static size_t xfer_write(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* A method is 1-16 upper-case letters: nothing that could end the request
+ * line. */
+static int method_valid(const char *m)
+{
+    size_t n = 0;
+    for (; m[n]; n++)
+        if (m[n] < 'A' || m[n] > 'Z' || n >= 16)
+            return 0;
+    return n > 0;
+}
+
+/* A header line is "Name: value" without CR or LF (no header injection). */
+static int header_valid(const char *h)
+{
+    const char *colon = strchr(h, ':');
+    return colon != NULL && colon != h && strpbrk(h, "\r\n") == NULL;
+}
+
 /* Fills x from req (easy handle, headers, limits). Returns 0 or MRD_E*;
  * on failure the caller frees x with xfer_free. */
 static int xfer_setup(http_xfer *x, const mrd_http_client_req *req)
@@ -102,6 +120,11 @@ static int xfer_setup(http_xfer *x, const mrd_http_client_req *req)
     if (req == NULL || req->url == NULL || (req->body == NULL && req->body_len > 0))
         return MRD_EINVAL;
     const char *method = req->method ? req->method : "GET";
+    if (!method_valid(method))
+        return MRD_EINVAL;
+    for (size_t i = 0; req->headers && req->headers[i]; i++)
+        if (!header_valid(req->headers[i]))
+            return MRD_EINVAL;
     long timeout = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
     long ctimeout = req->connect_timeout_ms > 0 ? req->connect_timeout_ms
                                                 : (timeout < HTTP_DEFAULT_CONNECT_TIMEOUT_MS

@@ -11,7 +11,11 @@
  * ones with MRD_ESTORE, reports on_state(0) and reconnects after an
  * exponential backoff with jitter (reconnect_min_ms .. reconnect_max_ms). A
  * query past query_timeout_ms fails with MRD_ETIMEOUT and the connection is
- * reset the same way (no PQcancel: it would block the loop).
+ * reset the same way (no PQcancel: it would block the loop). When the
+ * conninfo asks for target_session_attrs=read-write (or primary), a query
+ * that fails with 25006 (read-only transaction: the store was fenced or
+ * demoted) is delivered as MRD_EIO and the connection is then reset, so that
+ * libpq finds the read-write host again.
  *
  * Invariants: user callbacks never run inside mrd_pg_query or mrd_pg_start;
  * after every call into user code the state is re-checked, so a callback may
@@ -74,6 +78,7 @@ struct mrd_pg {
     pg_query *inflight;
     PGresult *result; /* collected for the query in flight */
     int flushing;
+    int want_rw; /* conninfo asks for target_session_attrs read-write/primary */
 
     int open_handles;
     void (*closed)(void *arg);
@@ -245,8 +250,15 @@ static void pg_deliver(mrd_pg *pg)
     }
     pg->inflight = NULL;
     int err = (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) ? 0 : MRD_EIO;
+    /* A read-only server (fenced, or demoted) when the conninfo asked for a
+     * read-write one: after the caller has seen the error, reconnect so that
+     * libpq looks for the read-write host again. */
+    const char *sqlstate = err ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    int reconnect = pg->want_rw && sqlstate && strcmp(sqlstate, "25006") == 0;
     pg_query_done(q, err, res);
-    if (pg->state == PG_CONNECTED)
+    if (pg->state == PG_CONNECTED && reconnect)
+        pg_lost(pg, "server is read-only", MRD_ESTORE);
+    else if (pg->state == PG_CONNECTED)
         pg_start_next(pg, 0);
 }
 
@@ -401,6 +413,13 @@ static void pg_connected(mrd_pg *pg)
         return;
     }
     pg->backoff_ms = pg->reconnect_min_ms;
+    pg->want_rw = 0;
+    PQconninfoOption *opts = PQconninfo(pg->conn);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val &&
+            (strcmp(o->val, "read-write") == 0 || strcmp(o->val, "primary") == 0))
+            pg->want_rw = 1;
+    PQconninfoFree(opts);
     mrd_log(MRD_LOG_INFO, "store connected", MRD_I("server_version", PQserverVersion(pg->conn)));
     pg_set_state(pg, PG_CONNECTED);
     if (pg->state == PG_CONNECTED)

@@ -421,6 +421,15 @@ Test(http_client, bad_request_rejected_without_callback)
     mrd_http_client_req bad_body = {.url = "http://127.0.0.1:1/", .body_len = 3};
     cr_assert_eq(mrd_http_client_request(c, &bad_body, on_http, &o), MRD_EINVAL);
     cr_assert_eq(mrd_http_client_request(c, NULL, on_http, &o), MRD_EINVAL);
+    mrd_http_client_req bad_method = {.url = "http://127.0.0.1:1/", .method = "GET / HTTP/1.0\r\n"};
+    cr_assert_eq(mrd_http_client_request(c, &bad_method, on_http, &o), MRD_EINVAL);
+    const char *const injected[] = {"X-A: 1\r\nX-Injected: 1", NULL};
+    mrd_http_client_req bad_header = {.url = "http://127.0.0.1:1/", .headers = injected};
+    cr_assert_eq(mrd_http_client_request(c, &bad_header, on_http, &o), MRD_EINVAL);
+    const char *const no_colon[] = {"X-A 1", NULL};
+    mrd_http_client_req bad_header2 = {.url = "http://127.0.0.1:1/", .headers = no_colon};
+    cr_assert_eq(mrd_http_client_request(c, &bad_header2, on_http, &o), MRD_EINVAL);
+    cr_assert_eq(mrd_http_client_pending(c), 0);
     /* A scheme other than http(s) fails at run time, with status 0. */
     mrd_http_client_req file = {.url = "file:///etc/passwd"};
     cr_assert_eq(mrd_http_client_request(c, &file, on_http, &o), 0);

@@ -368,6 +368,53 @@ Test(pg, idle_connection_loss_is_noticed)
     cr_assert_eq(closed, 1);
 }
 
+Test(pg, read_only_server_triggers_reconnect_when_rw_wanted)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    state_log sl = {0};
+    char conninfo[512];
+    snprintf(conninfo, sizeof(conninfo), "%s target_session_attrs=read-write", pg_conninfo());
+    mrd_pg_options opt = {.conninfo = conninfo, .reconnect_min_ms = 50, .reconnect_max_ms = 200};
+    mrd_pg *pg = start_connected(&loop, &opt, &sl);
+    /* The session turns read-only, as a fenced store would. */
+    q_out ro = {0}, write = {0};
+    cr_assert_eq(mrd_pg_query(pg, "SET default_transaction_read_only = on", 0, NULL, on_q, &ro), 0);
+    cr_assert_eq(mrd_pg_query(pg, "CREATE TEMP TABLE t_ro (x int)", 0, NULL, on_q, &write), 0);
+    cr_assert(RUN_UNTIL(&loop, write.calls > 0, 5000));
+    cr_assert_eq(ro.err, 0);
+    cr_assert_eq(write.err, MRD_EIO);
+    cr_assert_str_eq(write.sqlstate, "25006");
+    cr_assert(RUN_UNTIL(&loop, sl.n >= 3, 5000), "no reconnection after a read-only error");
+    cr_assert_eq(sl.states[1], 0);
+    cr_assert_eq(sl.states[2], 1);
+    q_out again = {0};
+    cr_assert_eq(mrd_pg_query(pg, "CREATE TEMP TABLE t_ro (x int)", 0, NULL, on_q, &again), 0);
+    cr_assert(RUN_UNTIL(&loop, again.calls > 0, 5000));
+    cr_assert_eq(again.err, 0, "%s", again.sqlstate);
+    stop_and_finish(&loop, pg);
+}
+
+Test(pg, read_only_error_kept_without_rw_wanted)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    state_log sl = {0};
+    mrd_pg_options opt = {.conninfo = pg_conninfo()};
+    mrd_pg *pg = start_connected(&loop, &opt, &sl);
+    q_out ro = {0}, write = {0}, after = {0};
+    cr_assert_eq(mrd_pg_query(pg, "SET default_transaction_read_only = on", 0, NULL, on_q, &ro), 0);
+    cr_assert_eq(mrd_pg_query(pg, "CREATE TEMP TABLE t_ro (x int)", 0, NULL, on_q, &write), 0);
+    cr_assert_eq(mrd_pg_query(pg, "SHOW default_transaction_read_only", 0, NULL, on_q, &after), 0);
+    cr_assert(RUN_UNTIL(&loop, after.calls > 0, 5000));
+    cr_assert_eq(write.err, MRD_EIO);
+    cr_assert_str_eq(write.sqlstate, "25006");
+    cr_assert_eq(after.err, 0);
+    cr_assert_str_eq(after.value, "on", "same session expected");
+    cr_assert_eq(sl.n, 1);
+    stop_and_finish(&loop, pg);
+}
+
 /* ---- server restart ---- */
 
 /* Runs argv (no shell), output discarded, no descriptor of ours inherited
