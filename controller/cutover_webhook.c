@@ -37,7 +37,7 @@ static json_t *str_or_null(const char *s)
 
 char *mrd__webhook_body(const mrd_cutover_target *t)
 {
-    json_t *doc = json_pack("{sssIsososoro}", "service", t->service, "epoch", (json_int_t)t->epoch,
+    json_t *doc = json_pack("{sssIsosososo}", "service", t->service, "epoch", (json_int_t)t->epoch,
                             "old_region", str_or_null(t->old_region), "new_region",
                             str_or_null(t->primary_region), "endpoint", str_or_null(t->endpoint),
                             "operation_id", str_or_null(t->operation_id));
