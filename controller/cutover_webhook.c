@@ -387,6 +387,10 @@ static void wh_close(mrd_cutover_driver *self)
             if (w->waiting && !w->done) {
                 uv_timer_stop(&w->timer);
                 w->waiting = 0;
+                if (w->finish_due) { /* it had failed already: keep its error */
+                    delivery_done(w, w->finish_due);
+                    continue;
+                }
                 snprintf(w->last_error, sizeof(w->last_error), "driver closed");
                 delivery_done(w, MRD_ECLOSED);
             }

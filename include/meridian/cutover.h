@@ -16,6 +16,12 @@
  *   - MRD_ESTALE means the target holds a newer epoch (or the same epoch with
  *     another primary): a fencing event. res->observed says what it holds.
  *     Never retry it blindly.
+ *   - Other codes in the callback: MRD_EHTTP (5xx, transport error) and
+ *     MRD_ETIMEOUT are transient, worth a retry with backoff; MRD_EINVAL
+ *     (400/409/422), MRD_ENOTFOUND (404: zone missing), MRD_EUNAUTHORIZED
+ *     (401/403) and MRD_EPARSE (a target holding garbage) need an operator.
+ *   - "required" in a config is accepted and not interpreted: whether a
+ *     failed target blocks the operation is the state machine's choice.
  *   - close() completes pending calls with MRD_ECLOSED (their callbacks may
  *     run during close() or on a later loop iteration) and frees the driver
  *     once the loop has run its close callbacks. No call after close().

@@ -409,7 +409,7 @@ Test(etcd, close_with_a_pending_call_reports_closed)
 
 typedef struct {
     int fd, port;
-    int statuses[MAX_REQS]; /* answer of the n-th request; then the last */
+    int statuses[MAX_REQS]; /* answer of the n-th request, then the last; -1: none */
     int nstatuses;
     int count;
     char idem[MAX_REQS][128], sig[MAX_REQS][128], body[MAX_REQS][1024];
@@ -471,6 +471,11 @@ static void serve_one(receiver *r, int c)
     snprintf(r->body[i], sizeof(r->body[i]), "%.*s", (int)want, buf + head);
     int status = r->statuses[r->count < r->nstatuses ? r->count : r->nstatuses - 1];
     r->count++;
+    if (status < 0) { /* never answer: hold the connection until stopped */
+        for (int k = 0; k < 2000 && !r->stop; k++)
+            usleep(10000);
+        return;
+    }
     char resp[128];
     int len = snprintf(resp, sizeof(resp),
                        "HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", status);
@@ -590,9 +595,11 @@ Test(webhook, client_error_is_not_retried)
     close_all(&loop, d);
 }
 
-Test(webhook, close_during_backoff_reports_closed)
+/* Closed while waiting for a retry or with the retry in flight (the jitter
+ * decides which): the call completes with MRD_ECLOSED either way. */
+Test(webhook, close_during_retries_reports_closed)
 {
-    receiver r = {.statuses = {500}, .nstatuses = 1};
+    receiver r = {.statuses = {500, -1}, .nstatuses = 2};
     receiver_start(&r);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -613,7 +620,7 @@ Test(webhook, close_during_backoff_reports_closed)
         uv_run(&loop, UV_RUN_NOWAIT);
         usleep(5000);
     }
-    cr_assert_eq(r.count, 1);
+    cr_assert_geq(r.count, 1);
     cr_assert_eq(o.calls, 0);
     mrd_cutover_close(d);
     for (int i = 0; i < 1000 && uv_run(&loop, UV_RUN_NOWAIT); i++)
