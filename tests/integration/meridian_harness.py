@@ -1236,19 +1236,32 @@ class Controller(_ConfiguredProgram):
 
 
 class Agent(_ConfiguredProgram):
-    """meridian-agent with a JSON config. The format is the agent's own;
-    base keys here are name, region, controller (URL), token, log_level;
-    pass the rest in extra."""
+    """meridian-agent with a JSON config (format of agent/agent_config.c):
+    {node, region, controllers: [url...], token, state_dir, listen,
+     log_level} plus `extra` keys (members, checks, probes, peers,
+    heartbeat_ms, ...). controllers: one URL or a list. state_dir is a new
+    directory in tmp (it survives restarts of the agent: the epoch file)."""
 
     program = "meridian-agent"
 
-    def __init__(self, name, region, controller_url, tmp=None, log_level="info", extra=None,
+    def __init__(self, name, region, controllers, tmp=None, log_level="info", extra=None,
                  env=None, port=None):
+        tmp = tmp or default_tmp()
         self.port = port or free_port()
-        cfg = {"name": name, "region": region, "controller": controller_url,
-               "token": AGENT_TOKEN, "log_level": log_level}
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.region = region
+        self.state_dir = tmp.join(name + ".state")
+        os.makedirs(self.state_dir, exist_ok=True)
+        if isinstance(controllers, str):
+            controllers = [controllers]
+        cfg = {"node": name, "region": region, "controllers": list(controllers),
+               "token": AGENT_TOKEN, "state_dir": self.state_dir,
+               "listen": "127.0.0.1:%d" % self.port, "log_level": log_level}
         cfg.update(extra or {})
         super().__init__(name, cfg, tmp, env)
+
+    def __repr__(self):
+        return "Agent(%s, %s)" % (self.name, self.url)
 
 
 def agreed_leader(controllers):
