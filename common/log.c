@@ -145,8 +145,7 @@ void mrd_log_kv(mrd_log_level level, const char *msg, const mrd_kv *kvs, size_t 
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(tv.tv_usec / 1000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
     size_t need = mrd_log_format(line, sizeof(line) - 1, ts, level, msg, kvs, n);
     size_t used = need < sizeof(line) - 2 ? need : sizeof(line) - 2;
     line[used] = '\n';

@@ -9,12 +9,12 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define MRD_ROLE_VIEWER 0x1u
+#define MRD_ROLE_VIEWER   0x1u
 #define MRD_ROLE_OPERATOR 0x2u
-#define MRD_ROLE_AGENT 0x4u
-#define MRD_ROLE_APP 0x8u
+#define MRD_ROLE_AGENT    0x4u
+#define MRD_ROLE_APP      0x8u
 /* Shorthands for route masks. */
-#define MRD_ROLES_READ (MRD_ROLE_VIEWER | MRD_ROLE_OPERATOR)
+#define MRD_ROLES_READ  (MRD_ROLE_VIEWER | MRD_ROLE_OPERATOR)
 #define MRD_ROLES_WRITE (MRD_ROLE_OPERATOR)
 
 typedef struct mrd_auth mrd_auth;

@@ -16,10 +16,10 @@ typedef enum {
     MRD_CFG_STRING = 1,
     MRD_CFG_INT,
     MRD_CFG_BOOL,
-    MRD_CFG_OBJECT,   /* nested object checked against .object */
-    MRD_CFG_ARRAY,    /* array; elements of .elem type (objects: .object) */
-    MRD_CFG_MAP,      /* object with free keys; values of .elem type (objects: .object) */
-    MRD_CFG_NUMBER,   /* integer or real */
+    MRD_CFG_OBJECT, /* nested object checked against .object */
+    MRD_CFG_ARRAY,  /* array; elements of .elem type (objects: .object) */
+    MRD_CFG_MAP,    /* object with free keys; values of .elem type (objects: .object) */
+    MRD_CFG_NUMBER, /* integer or real */
 } mrd_cfg_type;
 
 typedef struct mrd_cfg_schema mrd_cfg_schema;
@@ -28,10 +28,10 @@ typedef struct {
     const char *key;
     mrd_cfg_type type;
     int required;
-    long long min, max;            /* INT: bounds (both 0: no bound); STRING/ARRAY: length bounds */
-    const char *const *choices;    /* STRING: allowed values, NULL-terminated; NULL: any */
-    mrd_cfg_type elem;             /* ARRAY/MAP element type */
-    const mrd_cfg_schema *object;  /* OBJECT, or ARRAY/MAP of objects */
+    long long min, max;           /* INT: bounds (both 0: no bound); STRING/ARRAY: length bounds */
+    const char *const *choices;   /* STRING: allowed values, NULL-terminated; NULL: any */
+    mrd_cfg_type elem;            /* ARRAY/MAP element type */
+    const mrd_cfg_schema *object; /* OBJECT, or ARRAY/MAP of objects */
 } mrd_cfg_field;
 
 struct mrd_cfg_schema {

@@ -9,24 +9,24 @@
 #define MERIDIAN_ERROR_H
 
 #define MRD_ERRNO_MAP(XX)                                                                          \
-    XX(NOMEM, "out_of_memory", "out of memory")                                                   \
-    XX(INVAL, "invalid_argument", "invalid argument")                                             \
-    XX(IO, "io_error", "input/output error")                                                      \
-    XX(NOTFOUND, "not_found", "not found")                                                        \
-    XX(EXISTS, "already_exists", "already exists")                                                \
-    XX(TOOBIG, "too_large", "too large")                                                          \
-    XX(TIMEOUT, "timeout", "timed out")                                                           \
-    XX(PARSE, "parse_error", "malformed input")                                                   \
-    XX(CONFIG, "config_error", "invalid configuration")                                           \
-    XX(UNAUTHORIZED, "unauthorized", "missing or unknown token")                                  \
-    XX(FORBIDDEN, "forbidden", "token not allowed here")                                          \
-    XX(CONFLICT, "conflict", "conflict")                                                          \
-    XX(STORE, "store_unavailable", "store unavailable")                                           \
-    XX(NOTLEADER, "not_leader", "not the leader")                                                 \
-    XX(STALE, "stale_epoch", "stale epoch")                                                       \
-    XX(CLOSED, "closed", "closed")                                                                \
-    XX(HTTP, "http_error", "http request failed")                                                 \
-    XX(UNSUPPORTED, "unsupported", "not supported")                                               \
+    XX(NOMEM, "out_of_memory", "out of memory")                                                    \
+    XX(INVAL, "invalid_argument", "invalid argument")                                              \
+    XX(IO, "io_error", "input/output error")                                                       \
+    XX(NOTFOUND, "not_found", "not found")                                                         \
+    XX(EXISTS, "already_exists", "already exists")                                                 \
+    XX(TOOBIG, "too_large", "too large")                                                           \
+    XX(TIMEOUT, "timeout", "timed out")                                                            \
+    XX(PARSE, "parse_error", "malformed input")                                                    \
+    XX(CONFIG, "config_error", "invalid configuration")                                            \
+    XX(UNAUTHORIZED, "unauthorized", "missing or unknown token")                                   \
+    XX(FORBIDDEN, "forbidden", "token not allowed here")                                           \
+    XX(CONFLICT, "conflict", "conflict")                                                           \
+    XX(STORE, "store_unavailable", "store unavailable")                                            \
+    XX(NOTLEADER, "not_leader", "not the leader")                                                  \
+    XX(STALE, "stale_epoch", "stale epoch")                                                        \
+    XX(CLOSED, "closed", "closed")                                                                 \
+    XX(HTTP, "http_error", "http request failed")                                                  \
+    XX(UNSUPPORTED, "unsupported", "not supported")                                                \
     XX(INTERNAL, "internal", "internal error")
 
 typedef enum {

@@ -26,11 +26,11 @@ typedef struct {
 } mrd_http_client_req;
 
 typedef struct {
-    int status;          /* HTTP status, or 0 on a transport error */
-    const char *error;   /* NULL on success; short message otherwise */
-    const char *body;    /* NUL-terminated; "" when none; valid during the callback */
+    int status;        /* HTTP status, or 0 on a transport error */
+    const char *error; /* NULL on success; short message otherwise */
+    const char *body;  /* NUL-terminated; "" when none; valid during the callback */
     size_t body_len;
-    double total_ms;     /* wall time of the request */
+    double total_ms; /* wall time of the request */
 } mrd_http_client_result;
 
 typedef void (*mrd_http_client_cb)(const mrd_http_client_result *res, void *data);

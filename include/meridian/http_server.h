@@ -45,8 +45,8 @@ typedef struct {
 } mrd_http_route;
 
 typedef struct {
-    const char *host; /* default "127.0.0.1" */
-    int port;         /* 0: any free port, see mrd_http_server_port() */
+    const char *host;         /* default "127.0.0.1" */
+    int port;                 /* 0: any free port, see mrd_http_server_port() */
     size_t max_header_bytes;  /* default 16 KiB */
     size_t max_body_bytes;    /* default 1 MiB */
     uint64_t read_timeout_ms; /* whole request once started; default 10000 */
@@ -71,8 +71,8 @@ void mrd_http_server_stop(mrd_http_server *srv, void (*done)(void *arg), void *a
 /* Request accessors. Strings are NUL-terminated and live until the response
  * is sent. */
 const char *mrd_http_request_method(const mrd_http_request *req);
-const char *mrd_http_request_path(const mrd_http_request *req);  /* no query */
-const char *mrd_http_request_query(const mrd_http_request *req); /* after '?', or "" */
+const char *mrd_http_request_path(const mrd_http_request *req);              /* no query */
+const char *mrd_http_request_query(const mrd_http_request *req);             /* after '?', or "" */
 const char *mrd_http_request_body(const mrd_http_request *req, size_t *len); /* NUL-terminated */
 /* Header value by case-insensitive name, or NULL. */
 const char *mrd_http_request_header(const mrd_http_request *req, const char *name);

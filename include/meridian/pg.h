@@ -34,11 +34,11 @@ typedef void (*mrd_pg_state_cb)(mrd_pg *pg, int connected, void *data);
 
 typedef struct {
     const char *conninfo;
-    uint64_t reconnect_min_ms; /* default 100 */
-    uint64_t reconnect_max_ms; /* default 2000 */
+    uint64_t reconnect_min_ms;   /* default 100 */
+    uint64_t reconnect_max_ms;   /* default 2000 */
     uint64_t connect_timeout_ms; /* default 3000 */
-    uint64_t query_timeout_ms; /* default 5000 */
-    size_t max_queue;          /* default 10000; beyond, mrd_pg_query fails MRD_ETOOBIG */
+    uint64_t query_timeout_ms;   /* default 5000 */
+    size_t max_queue;            /* default 10000; beyond, mrd_pg_query fails MRD_ETOOBIG */
     mrd_pg_state_cb on_state;
     void *data;
 } mrd_pg_options;

@@ -1,0 +1,21 @@
+# Generates a C file holding every sql/NNN_name.sql migration as a byte
+# array, so the controller carries its schema and never looks for files.
+# Run with: cmake -DSQL_DIR=... -DOUT=... -P embed_sql.cmake
+file(GLOB files "${SQL_DIR}/[0-9][0-9][0-9]_*.sql")
+list(SORT files)
+set(body "/* Generated from sql/ by cmake/embed_sql.cmake: do not edit. */\n#include \"meridian/migrations.h\"\n\n")
+set(table "")
+set(i 0)
+foreach(f ${files})
+  get_filename_component(name ${f} NAME_WE)
+  string(SUBSTRING ${name} 0 3 version)
+  string(REGEX REPLACE "^0+" "" version "${version}")
+  file(READ ${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(APPEND body "static const char m${i}[] = {${bytes}0x00};\n")
+  string(APPEND table "    {${version}, \"${name}\", m${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND body "\nconst mrd_migration mrd_migrations[] = {\n${table}};\nconst int mrd_migrations_count = ${i};\n")
+file(WRITE ${OUT}.tmp "${body}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different ${OUT}.tmp ${OUT})
