@@ -64,6 +64,7 @@ struct mrd_pg {
     uv_timer_t conn_timer;  /* connect timeout, reconnect delay, deferred loss */
     uv_timer_t query_timer; /* query_timeout_ms of the query in flight */
     uint64_t backoff_ms;
+    uint64_t failures; /* failed connection attempts in a row */
     unsigned int seed; /* jitter */
 
     pg_query *head, *tail; /* queued, not yet sent */
@@ -369,9 +370,12 @@ static void pg_lost(mrd_pg *pg, const char *why, int inflight_err)
     while (n > 0 && msg[n - 1] == ' ')
         n--;
     msg[n] = '\0';
-    mrd_log(was_connected ? MRD_LOG_WARN : MRD_LOG_INFO,
+    /* While the store stays down, only the first failed attempt is logged
+     * above debug: one line per outage, not one per retry. */
+    pg->failures = was_connected ? 0 : pg->failures + 1;
+    mrd_log(was_connected ? MRD_LOG_WARN : (pg->failures == 1 ? MRD_LOG_WARN : MRD_LOG_DEBUG),
             was_connected ? "store connection lost" : "store connection failed",
-            MRD_S("error", msg));
+            MRD_S("error", msg), MRD_U("attempt", pg->failures));
     pg_conn_close(pg);
     uv_timer_stop(&pg->conn_timer);
     pg_set_state(pg, PG_WAITING);
@@ -413,7 +417,9 @@ static void pg_connected(mrd_pg *pg)
             (strcmp(o->val, "read-write") == 0 || strcmp(o->val, "primary") == 0))
             pg->want_rw = 1;
     PQconninfoFree(opts);
-    mrd_log(MRD_LOG_INFO, "store connected", MRD_I("server_version", PQserverVersion(pg->conn)));
+    mrd_log(MRD_LOG_INFO, "store connected", MRD_I("server_version", PQserverVersion(pg->conn)),
+            MRD_U("failed_attempts", pg->failures));
+    pg->failures = 0;
     pg_set_state(pg, PG_CONNECTED);
     if (pg->state == PG_CONNECTED)
         pg_start_next(pg, 0);
