@@ -59,6 +59,8 @@ static const mrd_cfg_field service_fields[] = {
     {"dns", MRD_CFG_OBJECT, 0, 0, 0, NULL, 0, NULL},
     {"registry", MRD_CFG_OBJECT, 0, 0, 0, NULL, 0, NULL},
     {"webhooks", MRD_CFG_ARRAY, 0, 0, 16, NULL, MRD_CFG_OBJECT, NULL},
+    {"checkpoint_interval_ms", MRD_CFG_INT, 0, 0, 86400000, NULL, 0, NULL},
+    {"checkpoint_retention_ms", MRD_CFG_INT, 0, 100, 3650LL * 86400000, NULL, 0, NULL},
 };
 const mrd_cfg_schema mrd__service_schema = {service_fields,
                                             sizeof(service_fields) / sizeof(service_fields[0])};
