@@ -105,12 +105,14 @@ int mrd__ckpt_is_lost(const mrd__ckpt *c, const mrd__ckpt_service *svc,
     if (svc == NULL || c->epoch >= svc->epoch || primary_region_reached || primary == NULL)
         return 0;
     /* Only once the primary of the current epoch has been promoted: until
-     * then (a switchover catching up) it may still reach c. */
-    if (primary->role != MRD_ROLE_PRIMARY || primary->fenced || primary->epoch_seen < svc->epoch)
+     * then (a switchover catching up) it may still reach c. A newer timeline
+     * proves the promotion (even if it fenced itself since); without
+     * timelines, it must report itself a writable primary. */
+    if (primary->epoch_seen < svc->epoch)
         return 0;
-    if (c->timeline != 0 && primary->timeline != 0 && primary->timeline <= c->timeline)
-        return 0;
-    return 1;
+    if (c->timeline != 0 && primary->timeline != 0)
+        return primary->timeline > c->timeline;
+    return primary->role == MRD_ROLE_PRIMARY && !primary->fenced;
 }
 
 int mrd__ckpt_parse_wait(const char *text, uint64_t *out)

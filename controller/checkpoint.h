@@ -20,8 +20,9 @@
  *  - reaching is sticky: a mark stays even if a later (or reordered) report
  *    shows a lower position.
  * A checkpoint is lost when its epoch is older than the service's, the
- * primary of the current epoch has been promoted (it reports role primary in
- * that epoch, on a newer history), and the primary region never reached it.
+ * primary of the current epoch has been promoted (it has seen that epoch and
+ * reports a newer timeline than the checkpoint's; without timelines: reports
+ * itself a writable primary), and the primary region never reached it.
  */
 #ifndef MERIDIAN_CONTROLLER_CHECKPOINT_H
 #define MERIDIAN_CONTROLLER_CHECKPOINT_H

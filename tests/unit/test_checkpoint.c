@@ -281,7 +281,9 @@ Test(lost, only_after_promotion_in_a_newer_epoch_without_the_primary_region)
     cr_assert_eq(mrd__ckpt_is_lost(&c, &s4, &same_tl, 0), 0);
     mrd__ckpt_member fenced = promoted;
     fenced.fenced = 1;
-    cr_assert_eq(mrd__ckpt_is_lost(&c, &s4, &fenced, 0), 0);
+    fenced.role = MRD_ROLE_FENCED;
+    cr_assert_eq(mrd__ckpt_is_lost(&c, &s4, &fenced, 0), 1,
+                 "promoted (timeline 3), then fenced itself: still promoted");
     cr_assert_eq(mrd__ckpt_is_lost(&c, &s4, NULL, 0), 0, "primary unknown");
     cr_assert_eq(mrd__ckpt_is_lost(&c, NULL, &promoted, 0), 0);
     c.lost = 1;
@@ -294,6 +296,11 @@ Test(lost, exec_members_without_timelines)
     mrd__ckpt_service s4 = svc(4, "us");
     mrd__ckpt_member promoted = mem("us", MRD_ROLE_PRIMARY, 0, 4, 70000, 0, T + 10);
     cr_assert_eq(mrd__ckpt_is_lost(&c, &s4, &promoted, 0), 1);
+    mrd__ckpt_member fenced = promoted;
+    fenced.fenced = 1;
+    cr_assert_eq(mrd__ckpt_is_lost(&c, &s4, &fenced, 0), 0, "not known to be promoted");
+    mrd__ckpt_member replica = mem("us", MRD_ROLE_REPLICA, 0, 4, 0, 900, T + 10);
+    cr_assert_eq(mrd__ckpt_is_lost(&c, &s4, &replica, 0), 0);
 }
 
 Test(parse, wait_ms)
