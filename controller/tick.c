@@ -41,7 +41,7 @@ static const char *snapshot_sql =
     "   'last_seen_ms', (extract(epoch FROM m.last_seen) * 1000)::bigint)), '[]')"
     "   FROM meridian.members m WHERE m.service IN (SELECT name FROM meridian.services)),"
     " 'nodes', (SELECT coalesce(json_agg(json_build_object('name', n.name, 'region', n.region,"
-    "   'probes', n.probes, 'checks', n.checks,"
+    "   'probes', n.probes, 'checks', n.checks, 'api_url', n.api_url,"
     "   'last_seen_ms', (extract(epoch FROM n.last_seen) * 1000)::bigint)), '[]')"
     "   FROM meridian.nodes n WHERE n.name IN (SELECT node FROM meridian.members"
     "   WHERE service IN (SELECT name FROM meridian.services))),"
@@ -302,6 +302,7 @@ static void cache_commands(mrd_ctl *ctl, json_t *rows)
         json_object_del(c, "node");
         mrd__ingest_cache_command(ctl, nodebuf, c);
         json_decref(c);
+        mrd__poke(ctl, nodebuf);
     }
 }
 
@@ -361,8 +362,10 @@ static const char *persist_sql =
     " ev AS (INSERT INTO meridian.events (kind, service, actor, term, message, detail)"
     "  SELECT 'operation.step', $11, $1, $2::bigint, $17,"
     "   jsonb_build_object('operation', $3::bigint, 'from', $4, 'to', $5, 'condition', $18)"
-    "  WHERE EXISTS (SELECT 1 FROM op) RETURNING 1)"
-    " SELECT (SELECT count(*) FROM op), (SELECT count(*) FROM c)";
+    "  WHERE EXISTS (SELECT 1 FROM op) RETURNING 1),"
+    /* every controller refreshes its cache of commands and epochs at once */
+    " n AS (SELECT pg_notify('meridian_commands', $11) WHERE EXISTS (SELECT 1 FROM op))"
+    " SELECT (SELECT count(*) FROM op), (SELECT count(*) FROM c), (SELECT count(*) FROM n)";
 
 static void op_persist(mrd_ctl *ctl, const mrd__service *s, const mrd_op *before,
                        const mrd_op *after, const mrd_op_transition *t, int old_fenced)
@@ -556,6 +559,9 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
         json_decref(cmds);
         return;
     }
+    /* The catchup step waits for the target's position: ask for it now. */
+    if (op.step == MRD_STEP_CATCHUP)
+        mrd__poke(ctl, op.to_node);
     if (t.result == MRD_OP_MOVE) {
         mrd_op after = op;
         mrd_op_apply(&after, &t, now);

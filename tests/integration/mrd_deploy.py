@@ -29,7 +29,7 @@ PEER_TOKEN = "meridian-test-peer-token-0123456789"
 class Deployment:
     def __init__(self, profile="default", policy=None, tmp=None, store=None,
                  heartbeat_ms=None, lease_ttl_ms=None, log_level="info", agent_extra=None):
-        self.tmp = tmp or h.default_tmp()
+        self.tmp = tmp or h.TempDir("deploy")
         self.profile = profile
         fast = profile == "fast"
         self.heartbeat_ms = heartbeat_ms or (250 if fast else 1000)
