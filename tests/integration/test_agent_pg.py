@@ -10,6 +10,7 @@ the scenarios that do not need that to the real controller.)
 
 Scenarios, in order (each prints "ok <name>"):
   lag            lag grows while replay is paused, returns to 0 after resume
+  checks         postgresql/http/tcp/exec checks (timeout, output) and tcp probes
   lease_epoch    a replica agent that has seen epoch N+1 refuses a lease of N
   fence          fence makes writes fail while reads work; unfence restores
   stale_epoch    a stale-epoch command is refused, also after an agent restart
@@ -36,6 +37,7 @@ import urllib.request
 PGBIN = "/usr/lib/postgresql/15/bin"
 TOKEN = "agent-token-for-tests"
 PEER_TOKEN = "peer-token-for-tests"
+CLOSED_PORT = None  # a port nobody listens on, chosen at start
 
 
 def need_env(name):
@@ -166,6 +168,11 @@ class FakeController:
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):
+                if self.path == "/health":
+                    return self.reply(200, {"ok": True})
+                return self.reply(503, {"error": {"code": "down", "message": "x"}})
 
             def do_POST(self):
                 if self.path != "/v1/agent/heartbeat":
@@ -356,6 +363,33 @@ def scenario_lag(ctl, p, r, a, b):
     assert am["role"] == "primary" and am["position"] > 0 and am["timeline"] == 1, am
 
 
+def scenario_checks(ctl, p, r, a, b):
+    def report():
+        with ctl.lock:
+            beats = ctl.beats.get("a", [])
+            req = beats[-1][1] if beats else {}
+        checks = {c["name"]: c for c in req.get("checks", [])}
+        probes = {pr["target"]: pr for pr in req.get("probes", [])}
+        if len(checks) == 6 and len(probes) == 2:
+            return checks, probes
+        return None
+    checks, probes = wait_until("every check and probe reported", report, timeout=20)
+    assert checks["pg-a"]["status"] == "passing", checks
+    assert checks["http-ok"]["status"] == "passing" and "200" in checks["http-ok"]["output"]
+    assert checks["http-bad"]["status"] == "warning" and "503" in checks["http-bad"]["output"]
+    assert checks["tcp"]["status"] == "passing", checks["tcp"]
+    assert checks["exec-warn"]["status"] == "warning", checks["exec-warn"]
+    assert "exit 3" in checks["exec-warn"]["output"] and "out" in checks["exec-warn"]["output"]
+    assert checks["exec-slow"]["status"] == "warning", checks["exec-slow"]
+    assert "timeout" in checks["exec-slow"]["output"], checks["exec-slow"]
+    ok = probes[f"127.0.0.1:{r.port}"]
+    assert ok["ok"] and ok["region"] == "us" and ok["error"] is None, ok
+    bad = probes[f"127.0.0.1:{CLOSED_PORT}"]
+    assert not bad["ok"] and "refused" in bad["error"], bad
+    # warnings do not make the member unhealthy
+    assert ctl.last_member("a", "orders-a")["healthy"]
+
+
 def scenario_lease_epoch(ctl, p, r, a, b):
     st, ans = lease(b, "orders", 1)
     assert st == 200 and ans["granted"] and ans["ttl_ms"] == 1000, ans
@@ -507,10 +541,28 @@ def main():
         a.cfg["peers"] = [{"name": "b", "url": b.url, "token": PEER_TOKEN,
                            "services": ["orders"]}]
         b.cfg["peers"] = [{"name": "a", "url": a.url, "token": PEER_TOKEN}]
+        global CLOSED_PORT
+        CLOSED_PORT = free_port()
+        a.cfg["checks"] += [
+            {"name": "http-ok", "kind": "http", "url": f"{ctl.url}/health", "weight": "warning",
+             "interval_ms": 300, "timeout_ms": 300},
+            {"name": "http-bad", "kind": "http", "url": f"{ctl.url}/down", "weight": "warning",
+             "interval_ms": 300, "timeout_ms": 300},
+            {"name": "tcp", "kind": "tcp", "target": f"127.0.0.1:{p.port}",
+             "interval_ms": 300, "timeout_ms": 300, "member": "orders-a"},
+            {"name": "exec-warn", "kind": "exec", "weight": "warning", "interval_ms": 300,
+             "timeout_ms": 300, "command": ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]},
+            {"name": "exec-slow", "kind": "exec", "weight": "warning", "interval_ms": 1000,
+             "timeout_ms": 200, "command": ["/bin/sh", "-c", "sleep 5"]},
+        ]
+        a.cfg["probes"] = [
+            {"region": "us", "kind": "tcp", "target": f"127.0.0.1:{r.port}"},
+            {"region": "ap", "kind": "tcp", "target": f"127.0.0.1:{CLOSED_PORT}"},
+        ]
         agents = [a, b]
         a.start()
         b.start()
-        for name, fn in [("lag", scenario_lag), ("lease_epoch", scenario_lease_epoch),
+        for name, fn in [("lag", scenario_lag), ("checks", scenario_checks), ("lease_epoch", scenario_lease_epoch),
                          ("fence", scenario_fence), ("stale_epoch", scenario_stale_epoch),
                          ("at_most_once", scenario_at_most_once),
                          ("failsafe", scenario_failsafe), ("self_fence", scenario_self_fence),
