@@ -18,6 +18,8 @@ Scenarios, in order (each prints "ok <name>"):
   failsafe       no recorded contact but every peer lease: stays writable
   self_fence     neither recorded contact nor peer leases: fences itself
   promote_wait   promote waits for the granted lease to end, then promotes
+  rejoin         the diverged old primary is fenced and rejoined with
+                 deploy/hooks/pg-rejoin (pg_rewind): it replicates the new one
 Fails (never skips) when a MERIDIAN_* variable it needs is missing.
 """
 import http.server
@@ -91,14 +93,18 @@ class Cluster:
     def conninfo(self):
         return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres connect_timeout=2"
 
-    def opts(self):
-        return (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-                f"-c wal_level=replica -c max_wal_senders=10 -c hot_standby=on "
-                f"-c wal_log_hints=on")
+    def configure(self):
+        """Settings go to postgresql.conf (later lines win), so that a plain
+        pg_ctl start, as the rejoin hook does, starts the same server."""
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                    f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
+                    "wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n"
+                    "wal_log_hints = on\nwal_keep_size = '256MB'\n")
 
     def start(self):
         run_pg(f"{PGBIN}/pg_ctl", "-D", self.data, "-w", "-t", "60", "-l",
-               os.path.join(self.dir, "log"), "-o", self.opts(), "start")
+               os.path.join(self.dir, "log"), "start")
         self.started = True
 
     def stop(self):
@@ -135,10 +141,12 @@ def make_primary_and_replica(base):
         os.makedirs(c.dir)
         shutil.chown(c.dir, "postgres", "postgres")
     run_pg(f"{PGBIN}/initdb", "-D", p.data, "-A", "trust", "-U", "postgres")
+    p.configure()
     p.start()
     p.sql("CREATE TABLE t (id bigserial PRIMARY KEY, v text)")
     run_pg(f"{PGBIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(p.port), "-U", "postgres",
            "-D", r.data, "-R", "-X", "stream", "-c", "fast")
+    r.configure()
     r.start()
     wait_until("replica streaming",
                lambda: p.value("SELECT count(*) FROM pg_stat_replication "
@@ -522,9 +530,29 @@ def scenario_promote_wait(ctl, p, r, a, b):
     assert st == 200 and not ans["granted"], ans
 
 
+def scenario_rejoin(ctl, p, r, a, b):
+    # the old primary diverged: it took a write after b's promotion
+    assert p.write_works()
+    ctl.command("a", "fence-3", "orders", "orders-a", "fence", 3)
+    assert ctl.result("fence-3")["status"] == "done"
+    ctl.command("a", "rejoin-1", "orders", "orders-a", "rejoin", 3,
+                {"primary_conninfo": r.conninfo, "primary_region": "us"})
+    res = ctl.result("rejoin-1", timeout=120)
+    assert res["status"] == "done", res
+    assert p.value("SELECT pg_is_in_recovery()") == "t"
+    r.sql("INSERT INTO t(v) VALUES ('after-rejoin')")
+    wait_until("a row written on the new primary reaches the rejoined node",
+               lambda: p.value("SELECT count(*) FROM t WHERE v = 'after-rejoin'") == "1")
+    assert p.write_fails(), "the rejoined node is a read-only replica"
+    wait_until("heartbeat reports a replica on timeline 2",
+               lambda: (m := ctl.last_member("a", "orders-a")) and m["role"] == "replica"
+               and m["timeline"] == 2 and not m["fenced"] and m["lag_bytes"] == 0)
+
+
 def main():
     tmp = need_env("MERIDIAN_TEST_TMP")
     build = need_env("MERIDIAN_BUILD_DIR")
+    source = need_env("MERIDIAN_SOURCE_DIR")
     base = tempfile.mkdtemp(prefix="agent-", dir=tmp)
     os.chmod(base, 0o755)
     ctl = FakeController()
@@ -537,6 +565,8 @@ def main():
             ctl.services["orders"] = {"epoch": 1, "primary_region": "eu", "primary_position": 0}
             ctl.primary_node = "a"
         a = Agent(base, build, "a", "eu", "orders-a", p, ctl, [])
+        a.cfg["members"][0]["data_dir"] = p.data
+        a.cfg["members"][0]["rejoin_command"] = [os.path.join(source, "deploy/hooks/pg-rejoin")]
         b = Agent(base, build, "b", "us", "orders-b", r, ctl, [])
         a.cfg["peers"] = [{"name": "b", "url": b.url, "token": PEER_TOKEN,
                            "services": ["orders"]}]
@@ -566,7 +596,8 @@ def main():
                          ("fence", scenario_fence), ("stale_epoch", scenario_stale_epoch),
                          ("at_most_once", scenario_at_most_once),
                          ("failsafe", scenario_failsafe), ("self_fence", scenario_self_fence),
-                         ("promote_wait", scenario_promote_wait)]:
+                         ("promote_wait", scenario_promote_wait),
+                         ("rejoin", scenario_rejoin)]:
             t = time.monotonic()
             fn(ctl, p, r, a, b)
             for ag in agents:
