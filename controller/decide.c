@@ -431,6 +431,8 @@ static void set_target(mrd_decision *out, const mrd_candidate *c)
  * primary. Returns its index, or -1 with *out already an ALERT. */
 static int begin(const mrd_view *v, const mrd_policy *p, uint64_t now, mrd_decision *out)
 {
+    if (!out)
+        return -1;
     memset(out, 0, sizeof(*out));
     if (!v || !p || !view_valid(v)) {
         say(out, MRD_DECISION_ALERT, MRD_REASON_INVALID_VIEW, "view or policy is invalid");
@@ -481,7 +483,7 @@ mrd_decision_kind mrd_decide(const mrd_view *v, const mrd_policy *p, uint64_t no
 {
     int prim = begin(v, p, now, out);
     if (prim < 0)
-        return out->kind;
+        return out ? out->kind : MRD_DECISION_ALERT;
     const mrd_view_member *pm = &v->members[prim];
 
     out->primary_state = primary_state(pm, p, now);
@@ -570,7 +572,7 @@ mrd_decision_kind mrd_decide_plan(const mrd_view *v, const mrd_policy *p, uint64
 {
     int prim = begin(v, p, now, out);
     if (prim < 0)
-        return out->kind;
+        return out ? out->kind : MRD_DECISION_ALERT;
     const mrd_view_member *pm = &v->members[prim];
     if (target_region && !name_ok(target_region)) {
         say(out, MRD_DECISION_ALERT, MRD_REASON_UNKNOWN_REGION, "target region name too long");

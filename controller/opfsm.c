@@ -49,40 +49,84 @@ typedef struct {
     const char *comment;
 } fsm_row;
 
+/* Short names for the table only. */
+#define S(x)  MRD_STEP_##x
+#define C(x)  MRD_COND_##x
+#define T(x)  MRD_TMO_##x
+#define A(x)  MRD_ACT_##x
+#define EPOCH MRD_REC_COMMIT_EPOCH
+#define B_OLD MRD_REC_BARRIER_OLD
+#define B_TGT MRD_REC_BARRIER_TARGET
+#define LOST  MRD_REC_LOST_BYTES
+#define PEND  MRD_REC_REJOIN_PENDING
+
 /* clang-format off */
 static const fsm_row fsm[] = {
-/* kinds from                to                cond                   record                   timeout        on_timeout        timeout_record          action            comment */
-{ BOTH, MRD_STEP_PLAN,     MRD_STEP_ABORTED,  MRD_COND_CANCELLED,        0,                      MRD_TMO_PLAN,     MRD_STEP_ABORTED,  0,                      MRD_ACT_VALIDATE, "cancelled before anything was done" },
-{ BOTH, MRD_STEP_PLAN,     MRD_STEP_ABORTED,  MRD_COND_PLAN_INVALID,     0,                      MRD_TMO_PLAN,     MRD_STEP_ABORTED,  0,                      MRD_ACT_VALIDATE, "target no longer acceptable; nothing was done" },
-{ BOTH, MRD_STEP_PLAN,     MRD_STEP_FENCE,    MRD_COND_PLAN_VALID,       MRD_REC_COMMIT_EPOCH,   MRD_TMO_PLAN,     MRD_STEP_ABORTED,  0,                      MRD_ACT_VALIDATE, "target valid; epoch committed, fence the old primary" },
+/*   kinds from         to           cond                 record timeout      on_timeout
+     t_rec action       comment */
+    {BOTH, S(PLAN),     S(ABORTED),  C(CANCELLED),        0,     T(PLAN),     S(ABORTED),
+     0,    A(VALIDATE), "cancelled before anything was done"},
+    {BOTH, S(PLAN),     S(ABORTED),  C(PLAN_INVALID),     0,     T(PLAN),     S(ABORTED),
+     0,    A(VALIDATE), "target no longer acceptable; nothing was done"},
+    {BOTH, S(PLAN),     S(FENCE),    C(PLAN_VALID),       EPOCH, T(PLAN),     S(ABORTED),
+     0,    A(VALIDATE), "target valid; epoch committed, fence the old primary"},
 
-{ BOTH, MRD_STEP_FENCE,    MRD_STEP_ROLLBACK, MRD_COND_CANCELLED,        0,                      MRD_TMO_FENCE,    MRD_STEP_ROLLBACK, 0,                      MRD_ACT_FENCE,    "cancelled; undo a fence that may have happened" },
-{ BOTH, MRD_STEP_FENCE,    MRD_STEP_ROLLBACK, MRD_COND_STEP_FAILED,      0,                      MRD_TMO_FENCE,    MRD_STEP_ROLLBACK, 0,                      MRD_ACT_FENCE,    "old primary could not fence" },
-{ SW,   MRD_STEP_FENCE,    MRD_STEP_CATCHUP,  MRD_COND_FENCE_CONFIRMED,  MRD_REC_BARRIER_OLD,    MRD_TMO_FENCE,    MRD_STEP_ROLLBACK, 0,                      MRD_ACT_FENCE,    "old primary fenced; barrier = its final position" },
-{ FO,   MRD_STEP_FENCE,    MRD_STEP_CATCHUP,  MRD_COND_FENCE_CONFIRMED,  MRD_REC_BARRIER_TARGET, MRD_TMO_FENCE,    MRD_STEP_ROLLBACK, 0,                      MRD_ACT_FENCE,    "old primary fenced; barrier = target's received position" },
-{ FO,   MRD_STEP_FENCE,    MRD_STEP_CATCHUP,  MRD_COND_ISOLATED,         MRD_REC_BARRIER_TARGET, MRD_TMO_FENCE,    MRD_STEP_ROLLBACK, 0,                      MRD_ACT_FENCE,    "old primary silent past isolation: it has fenced itself" },
+    {BOTH, S(FENCE),    S(ROLLBACK), C(CANCELLED),        0,     T(FENCE),    S(ROLLBACK),
+     0,    A(FENCE),    "cancelled; undo a fence that may have happened"},
+    {BOTH, S(FENCE),    S(ROLLBACK), C(STEP_FAILED),      0,     T(FENCE),    S(ROLLBACK),
+     0,    A(FENCE),    "old primary could not fence"},
+    {SW,   S(FENCE),    S(CATCHUP),  C(FENCE_CONFIRMED),  B_OLD, T(FENCE),    S(ROLLBACK),
+     0,    A(FENCE),    "old primary fenced; barrier = its final position"},
+    {FO,   S(FENCE),    S(CATCHUP),  C(FENCE_CONFIRMED),  B_TGT, T(FENCE),    S(ROLLBACK),
+     0,    A(FENCE),    "old primary fenced; barrier = target's received position"},
+    {FO,   S(FENCE),    S(CATCHUP),  C(ISOLATED),         B_TGT, T(FENCE),    S(ROLLBACK),
+     0,    A(FENCE),    "old primary silent past isolation: it has fenced itself"},
 
-{ SW,   MRD_STEP_CATCHUP,  MRD_STEP_ROLLBACK, MRD_COND_CANCELLED,        0,                      MRD_TMO_CATCHUP,  MRD_STEP_ROLLBACK, 0,                      MRD_ACT_NONE,     "cancelled; unfence the old primary" },
-{ SW,   MRD_STEP_CATCHUP,  MRD_STEP_PROMOTE,  MRD_COND_CAUGHT_UP,        MRD_REC_LOST_BYTES,     MRD_TMO_CATCHUP,  MRD_STEP_ROLLBACK, 0,                      MRD_ACT_NONE,     "target replayed up to the barrier: nothing lost" },
-{ FO,   MRD_STEP_CATCHUP,  MRD_STEP_ROLLBACK, MRD_COND_CANCELLED,        0,                      MRD_TMO_CATCHUP,  MRD_STEP_PROMOTE,  MRD_REC_LOST_BYTES,     MRD_ACT_NONE,     "cancelled; unfence the old primary" },
-{ FO,   MRD_STEP_CATCHUP,  MRD_STEP_PROMOTE,  MRD_COND_CAUGHT_UP,        MRD_REC_LOST_BYTES,     MRD_TMO_CATCHUP,  MRD_STEP_PROMOTE,  MRD_REC_LOST_BYTES,     MRD_ACT_NONE,     "target replayed all it received" },
+    {SW,   S(CATCHUP),  S(ROLLBACK), C(CANCELLED),        0,     T(CATCHUP),  S(ROLLBACK),
+     0,    A(NONE),     "cancelled; unfence the old primary"},
+    {SW,   S(CATCHUP),  S(PROMOTE),  C(CAUGHT_UP),        LOST,  T(CATCHUP),  S(ROLLBACK),
+     0,    A(NONE),     "target replayed up to the barrier: nothing lost"},
+    {FO,   S(CATCHUP),  S(ROLLBACK), C(CANCELLED),        0,     T(CATCHUP),  S(PROMOTE),
+     LOST, A(NONE),     "cancelled; unfence the old primary"},
+    {FO,   S(CATCHUP),  S(PROMOTE),  C(CAUGHT_UP),        LOST,  T(CATCHUP),  S(PROMOTE),
+     LOST, A(NONE),     "target replayed all it received"},
 
-{ BOTH, MRD_STEP_PROMOTE,  MRD_STEP_FAILED,   MRD_COND_STEP_FAILED,      0,                      MRD_TMO_PROMOTE,  MRD_STEP_FAILED,   0,                      MRD_ACT_PROMOTE,  "promote failed; old primary stays fenced, operator needed" },
-{ BOTH, MRD_STEP_PROMOTE,  MRD_STEP_REGISTRY, MRD_COND_TARGET_PRIMARY,   0,                      MRD_TMO_PROMOTE,  MRD_STEP_FAILED,   0,                      MRD_ACT_PROMOTE,  "target reports primary" },
+    {BOTH, S(PROMOTE),  S(FAILED),   C(STEP_FAILED),      0,     T(PROMOTE),  S(FAILED),
+     0,    A(PROMOTE),  "promote failed; old primary stays fenced, operator needed"},
+    {BOTH, S(PROMOTE),  S(REGISTRY), C(TARGET_PRIMARY),   0,     T(PROMOTE),  S(FAILED),
+     0,    A(PROMOTE),  "target reports primary"},
 
-{ BOTH, MRD_STEP_REGISTRY, MRD_STEP_FAILED,   MRD_COND_STEP_FAILED,      0,                      MRD_TMO_CUTOVER,  MRD_STEP_REGISTRY, 0,                      MRD_ACT_REGISTRY, "registry refused the epoch (a newer one exists)" },
-{ BOTH, MRD_STEP_REGISTRY, MRD_STEP_DNS,      MRD_COND_REGISTRY_APPLIED, 0,                      MRD_TMO_CUTOVER,  MRD_STEP_REGISTRY, 0,                      MRD_ACT_REGISTRY, "registry holds the new epoch" },
+    {BOTH, S(REGISTRY), S(FAILED),   C(STEP_FAILED),      0,     T(CUTOVER),  S(REGISTRY),
+     0,    A(REGISTRY), "registry refused the epoch (a newer one exists)"},
+    {BOTH, S(REGISTRY), S(DNS),      C(REGISTRY_APPLIED), 0,     T(CUTOVER),  S(REGISTRY),
+     0,    A(REGISTRY), "registry holds the new epoch"},
 
-{ BOTH, MRD_STEP_DNS,      MRD_STEP_FAILED,   MRD_COND_STEP_FAILED,      0,                      MRD_TMO_CUTOVER,  MRD_STEP_DNS,      0,                      MRD_ACT_DNS,      "dns refused the change" },
-{ BOTH, MRD_STEP_DNS,      MRD_STEP_REJOIN,   MRD_COND_DNS_APPLIED,      0,                      MRD_TMO_CUTOVER,  MRD_STEP_DNS,      0,                      MRD_ACT_DNS,      "dns points at the new primary" },
+    {BOTH, S(DNS),      S(FAILED),   C(STEP_FAILED),      0,     T(CUTOVER),  S(DNS),
+     0,    A(DNS),      "dns refused the change"},
+    {BOTH, S(DNS),      S(REJOIN),   C(DNS_APPLIED),      0,     T(CUTOVER),  S(DNS),
+     0,    A(DNS),      "dns points at the new primary"},
 
-{ BOTH, MRD_STEP_REJOIN,   MRD_STEP_DONE,     MRD_COND_STEP_FAILED,      MRD_REC_REJOIN_PENDING, MRD_TMO_REJOIN,   MRD_STEP_DONE,     MRD_REC_REJOIN_PENDING, MRD_ACT_REJOIN,   "rejoin failed; done, rejoin left to the operator" },
-{ BOTH, MRD_STEP_REJOIN,   MRD_STEP_DONE,     MRD_COND_REJOINED,         0,                      MRD_TMO_REJOIN,   MRD_STEP_DONE,     MRD_REC_REJOIN_PENDING, MRD_ACT_REJOIN,   "old primary follows the new one" },
+    {BOTH, S(REJOIN),   S(DONE),     C(STEP_FAILED),      PEND,  T(REJOIN),   S(DONE),
+     PEND, A(REJOIN),   "rejoin failed; done, rejoin left to the operator"},
+    {BOTH, S(REJOIN),   S(DONE),     C(REJOINED),         0,     T(REJOIN),   S(DONE),
+     PEND, A(REJOIN),   "old primary follows the new one"},
 
-{ BOTH, MRD_STEP_ROLLBACK, MRD_STEP_FAILED,   MRD_COND_STEP_FAILED,      0,                      MRD_TMO_ROLLBACK, MRD_STEP_FAILED,   0,                      MRD_ACT_UNFENCE,  "unfence failed; operator needed" },
-{ BOTH, MRD_STEP_ROLLBACK, MRD_STEP_ABORTED,  MRD_COND_UNFENCED,         0,                      MRD_TMO_ROLLBACK, MRD_STEP_FAILED,   0,                      MRD_ACT_UNFENCE,  "old primary unfenced: nothing changed, nothing lost" },
+    {BOTH, S(ROLLBACK), S(FAILED),   C(STEP_FAILED),      0,     T(ROLLBACK), S(FAILED),
+     0,    A(UNFENCE),  "unfence failed; operator needed"},
+    {BOTH, S(ROLLBACK), S(ABORTED),  C(UNFENCED),         0,     T(ROLLBACK), S(FAILED),
+     0,    A(UNFENCE),  "old primary unfenced: nothing changed, nothing lost"},
 };
 /* clang-format on */
+
+#undef S
+#undef C
+#undef T
+#undef A
+#undef EPOCH
+#undef B_OLD
+#undef B_TGT
+#undef LOST
+#undef PEND
 
 #define NROWS (sizeof(fsm) / sizeof(fsm[0]))
 

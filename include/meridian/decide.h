@@ -120,7 +120,13 @@ typedef struct {
     uint64_t verdict_ms; /* when that verdict was last refreshed */
 } mrd_view_region;
 
-/* One member (the service's instance on one node). */
+/* One member (the service's instance on one node). Lags are the builder's
+ * job and must be measured against the primary's LAST KNOWN state, not
+ * against now: once the primary is dead, lag_bytes = its last reported
+ * current_pos - replay_pos, and lag_ms = its last commit time - the
+ * replica's last replayed commit time (or the value reported while the
+ * primary was alive). A lag_ms that keeps growing with the clock would put
+ * every replica beyond max_lag_ms before the grace is over. */
 typedef struct {
     char node[MRD_NAME_MAX];
     char region[MRD_NAME_MAX]; /* must name an entry of view.regions */
@@ -260,14 +266,21 @@ typedef struct {
  *     replay_pos (higher first), then node name. None -> ALERT lag_exceeded
  *     if some live healthy replica failed only the lag bound, else ALERT
  *     no_candidate: never a promotion.
- *  8. isolation: unless the primary confirmed its fence, not before its
- *     last_seen_ms + isolation_timeout_ms + isolation_margin_ms -> WAIT
- *     isolation_wait (target filled in, not_before_ms = that time).
+ *  8. isolation: a SILENT primary that has not confirmed a fence may still
+ *     be writable until its last_seen_ms + isolation_timeout_ms +
+ *     isolation_margin_ms (from the start of the outage if never seen):
+ *     before that -> WAIT isolation_wait (target filled in, not_before_ms =
+ *     that time). A primary that is down but still heard from (critical or
+ *     self-fenced, heartbeats recorded) gets FAILOVER at once: it is
+ *     reachable, so the operation's fence step commands the fence and never
+ *     promotes before the fence is confirmed (see opfsm.h).
  *  9. FAILOVER to the best candidate, reason = why the primary is down.
  * An automatic failover only ever replaces a primary that is down: it never
  * moves a live primary back to a preferred region, and a member that is not a
  * healthy replica (an old primary that has not rejoined) is never a target.
- * Always fills *out completely; returns out->kind.
+ * out must not be NULL (then: ALERT, nothing written). Always fills *out
+ * completely; returns out->kind. mrd_decision is ~12 KiB: keep one per
+ * service in the leader's context rather than on a small stack.
  */
 mrd_decision_kind mrd_decide(const mrd_view *view, const mrd_policy *policy, uint64_t now_ms,
                              mrd_decision *out);

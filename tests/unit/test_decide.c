@@ -80,11 +80,16 @@ typedef struct {
 } tc;
 
 /* clang-format off */
-#define EU1 .node = "db-eu-1", .region = "eu", .role = PRI, .h = PASS, .seen = 100, .cur = 1000
-#define EU2 .node = "db-eu-2", .region = "eu", .role = REP, .h = PASS, .seen = 100, .replay = 995, .lagb = 5, .lagms = 10
-#define US1 .node = "db-us-1", .region = "us", .role = REP, .h = PASS, .seen = 100, .replay = 990, .lagb = 10, .lagms = 50
-#define US2 .node = "db-us-2", .region = "us", .role = REP, .h = PASS, .seen = 100, .replay = 990, .lagb = 10, .lagms = 50
-#define AP1 .node = "db-ap-1", .region = "ap", .role = REP, .h = PASS, .seen = 100, .replay = 980, .lagb = 20, .lagms = 80
+#define EU1 .node = "db-eu-1", .region = "eu", .role = PRI, \
+    .h = PASS, .seen = 100, .cur = 1000
+#define EU2 .node = "db-eu-2", .region = "eu", .role = REP, .h = PASS, \
+    .seen = 100, .replay = 995, .lagb = 5, .lagms = 10
+#define US1 .node = "db-us-1", .region = "us", .role = REP, .h = PASS, \
+    .seen = 100, .replay = 990, .lagb = 10, .lagms = 50
+#define US2 .node = "db-us-2", .region = "us", .role = REP, .h = PASS, \
+    .seen = 100, .replay = 990, .lagb = 10, .lagms = 50
+#define AP1 .node = "db-ap-1", .region = "ap", .role = REP, .h = PASS, \
+    .seen = 100, .replay = 980, .lagb = 20, .lagms = 80
 
 #define RG_UP   {{"eu", 1, UNKV, NEVER}, {"us", 2, UP, 100}, {"ap", 3, UP, 100}}
 #define RG_DOWN {{"eu", 1, UNKV, NEVER}, {"us", 2, DOWN, 100}, {"ap", 3, DOWN, 100}}
@@ -803,6 +808,8 @@ Test(decide, invalid_input_is_an_alert_not_a_crash)
     cr_assert_eq(d.reason, MRD_REASON_INVALID_VIEW);
     cr_assert_eq(mrd_decide(&v, NULL, NOW, &d), MRD_DECISION_ALERT);
     cr_assert_eq(mrd_decide_plan(NULL, &p, NOW, "us", 0, &d), MRD_DECISION_ALERT);
+    cr_assert_eq(mrd_decide(&v, &p, NOW, NULL), MRD_DECISION_ALERT);
+    cr_assert_eq(mrd_decide_plan(&v, &p, NOW, NULL, 0, NULL), MRD_DECISION_ALERT);
     v.nmembers = MRD_VIEW_MAX_MEMBERS + 1;
     cr_assert_eq(mrd_decide(&v, &p, NOW, &d), MRD_DECISION_ALERT);
     cr_assert_eq(d.reason, MRD_REASON_INVALID_VIEW);
