@@ -84,6 +84,11 @@ class WaitTimeout(AssertionError):
     """wait_until() ran out of time: the awaited condition never held."""
 
 
+class StopWaiting(HarnessError):
+    """Raised by a wait_until() condition when waiting longer is pointless
+    (the process exited): wait_until lets it through at once."""
+
+
 # --------------------------------------------------------------------------
 # environment
 
@@ -400,6 +405,7 @@ def run_all():
         failed += 1
         _state.failed = True
         traceback.print_exc()
+        _print_logs(_state.current_procs)
         raise
     finally:
         problems = cleanup_all()
@@ -435,7 +441,8 @@ def _print_logs(procs):
 
 def wait_until(fn, timeout_s, interval_s=0.05, what=None):
     """Calls fn() every interval_s until it returns a truthy value, which it
-    returns. Exceptions from fn count as "not yet" (the last one is shown).
+    returns. Exceptions from fn count as "not yet" (the last one is shown),
+    except StopWaiting, which ends the wait at once.
     Raises WaitTimeout naming `what`, the time waited, the last value and
     the last error when timeout_s passes."""
     what = what or getattr(fn, "__name__", "condition")
@@ -448,6 +455,8 @@ def wait_until(fn, timeout_s, interval_s=0.05, what=None):
             last_err = None
             if last_val:
                 return last_val
+        except StopWaiting:
+            raise
         except Exception as e:
             last_err = "%s: %s" % (type(e).__name__, e)
         if time.monotonic() >= deadline:
@@ -660,18 +669,40 @@ class Proc:
         if not self.alive():
             return self.returncode
         try:
+            # SIGCONT only to a stopped process, and before SIGTERM: a SIGCONT
+            # that lands during LeakSanitizer's exit-time stop-the-world
+            # (ptrace) can hang the sanitizer build.
+            if _proc_state(self.popen.pid) == "T":
+                os.kill(self.popen.pid, signal.SIGCONT)
             os.kill(self.popen.pid, signal.SIGTERM)
-            os.kill(self.popen.pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
         try:
             rc = self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            log("%s did not stop within %.0f s of SIGTERM: SIGKILL" % (self.name, timeout_s))
+            log("%s did not stop within %.0f s of SIGTERM: stacks to its log, then SIGKILL"
+                % (self.name, timeout_s))
+            self.dump_stacks()
             os.kill(self.popen.pid, signal.SIGKILL)
             rc = self.popen.wait(10)
         _write_watchdog_state()
         return rc
+
+    def dump_stacks(self, timeout_s=60):
+        """Appends every thread's backtrace (gdb, when installed) to the log:
+        what a process that hangs was doing."""
+        gdb = shutil.which("gdb")
+        if not gdb or not self.alive():
+            return
+        try:
+            out = subprocess.run([gdb, "-p", str(self.popen.pid), "-batch", "-nx",
+                                  "-ex", "thread apply all bt"], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 timeout=timeout_s).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out = "gdb failed: %s" % e
+        with open(self.log_path, "a") as f:
+            f.write("=== harness: stacks of pid %d (gdb)\n%s\n" % (self.popen.pid, out))
 
     def wait(self, timeout_s):
         """Waits for the process to exit by itself; returns its status or
@@ -1227,7 +1258,7 @@ class Controller(_ConfiguredProgram):
 
     def _healthy_or_dead(self):
         if not self.proc.alive():
-            raise HarnessError("%s exited with %s during start:\n%s" %
+            raise StopWaiting("%s exited with %s during start:\n%s" %
                                (self.name, self.proc.returncode, self.proc.log_tail(20)))
         return self.healthy()
 
