@@ -613,7 +613,6 @@ class Proc:
         self.start_time = None
         self.starts = 0
         self.log_offset = 0     # where the current run's output begins
-        self.sanitizer_checked_to = 0
         _register(self)
 
     def start(self):
@@ -664,8 +663,9 @@ class Proc:
         return rc
 
     def stop(self, timeout_s=10.0):
-        """SIGTERM (and SIGCONT, in case it is stopped), then SIGKILL after
-        timeout_s. Returns the exit status (negative: killed by signal)."""
+        """SIGTERM (preceded by SIGCONT if it is stopped), then, after
+        timeout_s, its stacks to the log and SIGKILL. Returns the exit status
+        (negative: killed by that signal)."""
         if not self.alive():
             return self.returncode
         try:
@@ -701,6 +701,18 @@ class Proc:
                                  timeout=timeout_s).stdout
         except (OSError, subprocess.TimeoutExpired) as e:
             out = "gdb failed: %s" % e
+        # gdb cannot attach to a process that is already traced (e.g. by
+        # LeakSanitizer's exit check): the kernel's view of each thread
+        pid = self.popen.pid
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                out += "".join(ln for ln in f if ln.startswith(("State", "TracerPid")))
+            for tid in sorted(os.listdir("/proc/%d/task" % pid), key=int):
+                with open("/proc/%d/task/%s/wchan" % (pid, tid)) as f:
+                    wchan = f.read()
+                out += "task %s state %s wchan %s\n" % (tid, _proc_state(int(tid)), wchan)
+        except OSError:
+            pass
         with open(self.log_path, "a") as f:
             f.write("=== harness: stacks of pid %d (gdb)\n%s\n" % (self.popen.pid, out))
 
