@@ -44,7 +44,7 @@ static const struct {
     {"app", MRD_ROLE_APP},
 };
 
-unsigned mrd_role_parse(const char *name)
+unsigned mrd_auth_role_parse(const char *name)
 {
     if (!name)
         return 0;
@@ -54,7 +54,7 @@ unsigned mrd_role_parse(const char *name)
     return 0;
 }
 
-const char *mrd_role_name(unsigned role)
+const char *mrd_auth_role_name(unsigned role)
 {
     if (role == 0)
         return "none";
@@ -128,7 +128,7 @@ int mrd_auth_init(mrd_auth **out, const json_t *tokens, char *err, size_t errlen
             what = "missing or empty \"token\"";
         else if (!role)
             what = "missing \"role\"";
-        else if (!mrd_role_parse(role))
+        else if (!mrd_auth_role_parse(role))
             what = "unknown \"role\" (viewer, operator, agent or app)";
         if (!what) {
             for (size_t j = 0; j < a->n; j++)
@@ -153,7 +153,7 @@ int mrd_auth_init(mrd_auth **out, const json_t *tokens, char *err, size_t errlen
             mrd_auth_free(a);
             return MRD_ENOMEM;
         }
-        ent->role = mrd_role_parse(role);
+        ent->role = mrd_auth_role_parse(role);
         memcpy(ent->digest, digest, sizeof(digest));
         a->n++;
     }

@@ -1,25 +1,20 @@
 /*
- * Asynchronous HTTP client: the libcurl multi interface driven by libuv.
- * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION: one uv_poll
- * per socket, attached with curl_multi_assign) and when to wake it up
- * (CURLMOPT_TIMERFUNCTION: one uv_timer); both call curl_multi_socket_action
- * and then collect finished transfers with curl_multi_info_read. Used by the
- * agent, the cutover drivers and the benchmarks; mrd_http_fetch is the
- * blocking variant for the CLI.
+ * Asynchronous HTTP client: the libcurl multi interface on libuv. curl names
+ * the sockets to watch (CURLMOPT_SOCKETFUNCTION: one uv_poll each, attached
+ * with curl_multi_assign) and when to wake it (CURLMOPT_TIMERFUNCTION: one
+ * uv_timer); both call curl_multi_socket_action, then finished transfers are
+ * collected with curl_multi_info_read. Used by the agent, the cutover drivers
+ * and the benchmarks; mrd_http_fetch is the blocking variant for the CLI.
  *
- * Invariants: every accepted request runs its callback exactly once (done,
- * failed, timed out, or "closed" at mrd_http_client_close); user callbacks run
- * only from libuv callbacks, never inside a curl callback, so a user callback
- * may start requests or close the client. The client's memory is released in
- * the close callback of its last uv handle, so it stays valid for the rest of
- * the libuv callback in which it was closed. Connections are kept alive and
- * reused by the multi handle's connection cache. Response bodies are bounded
- * (max_response_bytes, error "too_large"). Environment proxies are ignored:
- * Meridian talks to endpoints named in its configuration.
- *
- * curl_global_init/curl_global_cleanup are reference counted by libcurl (and
- * thread-safe since 7.84), so each client and each mrd_http_fetch takes and
- * releases one reference: no process-wide state of ours.
+ * Invariants: each accepted request runs its callback exactly once (done,
+ * failed, "timeout", "too_large", or "closed" at close); user callbacks run
+ * only from libuv callbacks, never inside curl's, so they may start requests
+ * or close the client, whose memory is freed in the close callback of its
+ * last uv handle. Connections are kept alive and reused by the multi handle.
+ * Environment proxies are ignored: endpoints come from the configuration.
+ * curl_global_init/cleanup are reference counted by libcurl (thread-safe
+ * since 7.84): each client and each mrd_http_fetch takes and drops one
+ * reference, so no process-wide state of ours is needed.
  */
 #include "meridian/http_client.h"
 #include "meridian/error.h"
@@ -45,7 +40,6 @@ struct http_sock {
 };
 
 struct http_xfer {
-    mrd_http_client *c;
     CURL *easy;
     struct curl_slist *headers;
     char *body;
@@ -95,6 +89,24 @@ static size_t xfer_write(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* A method is 1-16 upper-case letters: nothing that could end the request
+ * line. */
+static int method_valid(const char *m)
+{
+    size_t n = 0;
+    for (; m[n]; n++)
+        if (m[n] < 'A' || m[n] > 'Z' || n >= 16)
+            return 0;
+    return n > 0;
+}
+
+/* A header line is "Name: value" without CR or LF (no header injection). */
+static int header_valid(const char *h)
+{
+    const char *colon = strchr(h, ':');
+    return colon != NULL && colon != h && strpbrk(h, "\r\n") == NULL;
+}
+
 /* Fills x from req (easy handle, headers, limits). Returns 0 or MRD_E*;
  * on failure the caller frees x with xfer_free. */
 static int xfer_setup(http_xfer *x, const mrd_http_client_req *req)
@@ -102,6 +114,11 @@ static int xfer_setup(http_xfer *x, const mrd_http_client_req *req)
     if (req == NULL || req->url == NULL || (req->body == NULL && req->body_len > 0))
         return MRD_EINVAL;
     const char *method = req->method ? req->method : "GET";
+    if (!method_valid(method))
+        return MRD_EINVAL;
+    for (size_t i = 0; req->headers && req->headers[i]; i++)
+        if (!header_valid(req->headers[i]))
+            return MRD_EINVAL;
     long timeout = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
     long ctimeout = req->connect_timeout_ms > 0 ? req->connect_timeout_ms
                                                 : (timeout < HTTP_DEFAULT_CONNECT_TIMEOUT_MS
@@ -386,7 +403,6 @@ int mrd_http_client_request(mrd_http_client *c, const mrd_http_client_req *req,
         xfer_free(x);
         return rc;
     }
-    x->c = c;
     x->cb = cb;
     x->data = data;
     x->start_ns = uv_hrtime();

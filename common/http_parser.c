@@ -196,10 +196,22 @@ static int header_is(const mrd_http_parser *p, const hspan *h, const char *name,
            strncasecmp(p->sb + h->voff, value, vl) == 0;
 }
 
+/* Trailing whitespace is not part of a header value (RFC 9110 5.5). */
+static void trim_values(mrd_http_parser *p)
+{
+    for (size_t i = 0; i < p->nh; i++) {
+        hspan *h = &p->hs[i];
+        while (h->vlen &&
+               (p->sb[h->voff + h->vlen - 1] == ' ' || p->sb[h->voff + h->vlen - 1] == '\t'))
+            h->vlen--;
+    }
+}
+
 static int on_headers_complete(llhttp_t *ll)
 {
     mrd_http_parser *p = ll->data;
     p->state = ST_NONE;
+    trim_values(p);
     if (ll->http_major != 1 || ll->http_minor > 1)
         return fail(p, 505, "http version not supported");
     if (!method_allowed(ll->method))
@@ -259,13 +271,9 @@ static int on_message_complete(llhttp_t *ll)
     mrd_http_parser *p = ll->data;
     int small = p->body_len <= SMALL_BODY;
     size_t strings = p->url_len + 1 + (small ? p->body_len + 1 : 0);
-    for (size_t i = 0; i < p->nh; i++) {
-        hspan *h = &p->hs[i]; /* trailing whitespace is not part of a value */
-        while (h->vlen &&
-               (p->sb[h->voff + h->vlen - 1] == ' ' || p->sb[h->voff + h->vlen - 1] == '\t'))
-            h->vlen--;
-        strings += h->nlen + h->vlen + 2;
-    }
+    trim_values(p); /* again: chunked trailers come after the headers */
+    for (size_t i = 0; i < p->nh; i++)
+        strings += p->hs[i].nlen + p->hs[i].vlen + 2;
     size_t size = sizeof(parsed_impl) + p->nh * sizeof(mrd_http_header) + strings;
     parsed_impl *r = malloc(size);
     if (!r)

@@ -285,6 +285,8 @@ static void on_write(uv_write_t *w, int status)
         c->backpressure = 0;
         conn_process(c);
         conn_update(c);
+    } else if (c->srv->stopping) {
+        conn_update(c); /* an idle conn closes once its last answer is out */
     }
 }
 
@@ -297,7 +299,7 @@ static void conn_send(conn *c, int status, const char *ctype, const char *body, 
     if (!ctype)
         ctype = "application/json";
     int nobody = status == 204 || status == 304 || (status >= 100 && status < 200);
-    size_t hcap = 160 + strlen(ctype) + extra_len;
+    size_t hcap = 256 + strlen(ctype) + extra_len;
     size_t blen = (head || nobody) ? 0 : len;
     wreq *wr = malloc(sizeof(*wr) + hcap + blen);
     if (!wr) {
@@ -310,9 +312,10 @@ static void conn_send(conn *c, int status, const char *ctype, const char *body, 
     const char *conn_hdr = !keep_alive       ? "Connection: close\r\n"
                            : http_minor == 0 ? "Connection: keep-alive\r\n"
                                              : "";
-    int n =
-        snprintf(wr->data, hcap, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%.*s%s\r\n", status,
-                 status_reason(status), ctype, clen, (int)extra_len, extra ? extra : "", conn_hdr);
+    int ct = !nobody || head; /* no Content-Type on answers that never have a body */
+    int n = snprintf(wr->data, hcap, "HTTP/1.1 %d %s\r\n%s%s%s%s%.*s%s\r\n", status,
+                     status_reason(status), ct ? "Content-Type: " : "", ct ? ctype : "",
+                     ct ? "\r\n" : "", clen, (int)extra_len, extra ? extra : "", conn_hdr);
     if (n < 0 || (size_t)n >= hcap) {
         free(wr);
         conn_close(c);

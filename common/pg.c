@@ -1,24 +1,21 @@
 /*
- * PostgreSQL on libuv: one libpq connection in non-blocking mode. Connecting
- * is PQconnectStart/PQconnectPoll driven by a uv_poll on PQsocket(); once
- * connected, a FIFO of queries runs one at a time (PQsendQueryParams, text
- * parameters and results, PQflush while it returns 1, then PQconsumeInput /
- * PQisBusy / PQgetResult on readable). Used by the controller (store, leader
- * lease, status batches) and the agent (checks, replication state).
+ * PostgreSQL on libuv: one libpq connection in non-blocking mode, for the
+ * controller (store, lease, status batches) and the agent (checks). Connect
+ * with PQconnectStart/PQconnectPoll on a uv_poll of PQsocket(), re-created
+ * after every step (libpq may open a new socket with the old fd number);
+ * then a FIFO of queries runs one at a time: PQsendQueryParams (text), PQflush
+ * while it returns 1, PQconsumeInput/PQisBusy/PQgetResult when readable.
  *
- * Failure: a lost connection (read or flush error, EOF, CONNECTION_BAD, or a
- * server error of class 08 or 57P) fails the query in flight and all queued
- * ones with MRD_ESTORE, reports on_state(0) and reconnects after an
- * exponential backoff with jitter (reconnect_min_ms .. reconnect_max_ms). A
- * query past query_timeout_ms fails with MRD_ETIMEOUT and the connection is
- * reset the same way (no PQcancel: it would block the loop).
- *
- * Invariants: user callbacks never run inside mrd_pg_query or mrd_pg_start;
- * after every call into user code the state is re-checked, so a callback may
- * queue queries or call mrd_pg_stop. The poll handle is closed before the
- * socket is (PQfinish), and re-created after every PQconnectPoll step because
- * libpq may close a socket and open a new one with the same fd number. The
- * struct is freed in the close callback of its last uv handle.
+ * Failure: a lost connection (read or flush error, EOF, CONNECTION_BAD, SQL
+ * state class 08 or 57P) fails the query in flight and the queued ones with
+ * MRD_ESTORE, reports on_state(0), reconnects after an exponential backoff
+ * with jitter. A query past query_timeout_ms gets MRD_ETIMEOUT and the
+ * connection is reset (no PQcancel: it blocks). With target_session_attrs
+ * read-write/primary, a 25006 (read-only) error is delivered, then the
+ * connection is reset so that libpq finds the read-write host again.
+ * Invariants: no user callback runs inside mrd_pg_query or mrd_pg_start; the
+ * state is re-checked after every call into user code, so callbacks may query
+ * or stop; the struct is freed in the close callback of its last uv handle.
  */
 #include "meridian/pg.h"
 #include "meridian/error.h"
@@ -67,6 +64,7 @@ struct mrd_pg {
     uv_timer_t conn_timer;  /* connect timeout, reconnect delay, deferred loss */
     uv_timer_t query_timer; /* query_timeout_ms of the query in flight */
     uint64_t backoff_ms;
+    uint64_t failures; /* failed connection attempts in a row */
     unsigned int seed; /* jitter */
 
     pg_query *head, *tail; /* queued, not yet sent */
@@ -74,6 +72,7 @@ struct mrd_pg {
     pg_query *inflight;
     PGresult *result; /* collected for the query in flight */
     int flushing;
+    int want_rw; /* conninfo asks for target_session_attrs read-write/primary */
 
     int open_handles;
     void (*closed)(void *arg);
@@ -245,8 +244,15 @@ static void pg_deliver(mrd_pg *pg)
     }
     pg->inflight = NULL;
     int err = (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) ? 0 : MRD_EIO;
+    /* A read-only server (fenced, or demoted) when the conninfo asked for a
+     * read-write one: after the caller has seen the error, reconnect so that
+     * libpq looks for the read-write host again. */
+    const char *sqlstate = err ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    int reconnect = pg->want_rw && sqlstate && strcmp(sqlstate, "25006") == 0;
     pg_query_done(q, err, res);
-    if (pg->state == PG_CONNECTED)
+    if (pg->state == PG_CONNECTED && reconnect)
+        pg_lost(pg, "server is read-only", MRD_ESTORE);
+    else if (pg->state == PG_CONNECTED)
         pg_start_next(pg, 0);
 }
 
@@ -364,9 +370,12 @@ static void pg_lost(mrd_pg *pg, const char *why, int inflight_err)
     while (n > 0 && msg[n - 1] == ' ')
         n--;
     msg[n] = '\0';
-    mrd_log(was_connected ? MRD_LOG_WARN : MRD_LOG_INFO,
+    /* While the store stays down, only the first failed attempt is logged
+     * above debug: one line per outage, not one per retry. */
+    pg->failures = was_connected ? 0 : pg->failures + 1;
+    mrd_log(was_connected ? MRD_LOG_WARN : (pg->failures == 1 ? MRD_LOG_WARN : MRD_LOG_DEBUG),
             was_connected ? "store connection lost" : "store connection failed",
-            MRD_S("error", msg));
+            MRD_S("error", msg), MRD_U("attempt", pg->failures));
     pg_conn_close(pg);
     uv_timer_stop(&pg->conn_timer);
     pg_set_state(pg, PG_WAITING);
@@ -401,7 +410,16 @@ static void pg_connected(mrd_pg *pg)
         return;
     }
     pg->backoff_ms = pg->reconnect_min_ms;
-    mrd_log(MRD_LOG_INFO, "store connected", MRD_I("server_version", PQserverVersion(pg->conn)));
+    pg->want_rw = 0;
+    PQconninfoOption *opts = PQconninfo(pg->conn);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val &&
+            (strcmp(o->val, "read-write") == 0 || strcmp(o->val, "primary") == 0))
+            pg->want_rw = 1;
+    PQconninfoFree(opts);
+    mrd_log(MRD_LOG_INFO, "store connected", MRD_I("server_version", PQserverVersion(pg->conn)),
+            MRD_U("failed_attempts", pg->failures));
+    pg->failures = 0;
     pg_set_state(pg, PG_CONNECTED);
     if (pg->state == PG_CONNECTED)
         pg_start_next(pg, 0);

@@ -132,12 +132,19 @@ static const mrd_http_route routes[] = {
 
 int mrd__api_start(mrd_ctl *ctl)
 {
+    size_t nbase = sizeof(routes) / sizeof(routes[0]), nops;
+    const mrd_http_route *ops = mrd__api_ops_routes(&nops);
+    ctl->routes = calloc(nbase + nops, sizeof(*ctl->routes));
+    if (ctl->routes == NULL)
+        return MRD_ENOMEM;
+    memcpy(ctl->routes, routes, sizeof(routes));
+    memcpy(ctl->routes + nbase, ops, nops * sizeof(*ops));
     mrd_http_server_options opt;
     memset(&opt, 0, sizeof(opt));
     opt.host = ctl->cfg.listen_host;
     opt.port = ctl->cfg.listen_port;
-    opt.routes = routes;
-    opt.nroutes = sizeof(routes) / sizeof(routes[0]);
+    opt.routes = ctl->routes;
+    opt.nroutes = nbase + nops;
     opt.auth = ctl->auth;
     opt.data = ctl;
     return mrd_http_server_start(&ctl->http, ctl->loop, &opt);

@@ -37,6 +37,10 @@ static const mrd_cfg_field ctl_fields[] = {
     {"log_level", MRD_CFG_STRING, 0, 0, 0, log_levels, 0, NULL},
     {"debug_endpoints", MRD_CFG_BOOL, 0, 0, 0, NULL, 0, NULL},
     {"tokens", MRD_CFG_ARRAY, 1, 1, 1000, NULL, MRD_CFG_OBJECT, &token_schema},
+    {"agent_token", MRD_CFG_STRING, 0, 16, 511, NULL, 0, NULL},
+    {"regions", MRD_CFG_ARRAY, 0, 0, MRD_VIEW_MAX_REGIONS, NULL, MRD_CFG_OBJECT,
+     &mrd__region_schema},
+    {"services", MRD_CFG_ARRAY, 0, 0, 1000, NULL, MRD_CFG_OBJECT, &mrd__service_schema},
 };
 static const mrd_cfg_schema ctl_schema = {ctl_fields, sizeof(ctl_fields) / sizeof(ctl_fields[0])};
 
@@ -86,10 +90,16 @@ int mrd__ctl_config_load(mrd_ctl *ctl, const char *path, char *err, size_t errle
     c->lease_ttl_ms = (uint64_t)mrd_cfg_int(root, "lease_ttl_ms", 5000);
     c->tick_ms = (uint64_t)mrd_cfg_int(root, "tick_ms", 250);
     c->debug_endpoints = mrd_cfg_bool(root, "debug_endpoints", 0);
+    snprintf(c->agent_token, sizeof(c->agent_token), "%s", mrd_cfg_str(root, "agent_token", ""));
     if (mrd_log_level_parse(mrd_cfg_str(root, "log_level", "info"), &c->log_level) != 0)
         c->log_level = MRD_LOG_INFO;
     rc = mrd_auth_init(&ctl->auth, json_object_get(root, "tokens"), err, errlen);
+    if (rc == 0)
+        rc = mrd__services_load(ctl, root, err, errlen);
     if (rc != 0 || c->store == NULL) {
+        mrd__services_free(ctl);
+        mrd_auth_free(ctl->auth);
+        ctl->auth = NULL;
         free(c->store);
         c->store = NULL;
         json_decref(root);
@@ -105,6 +115,7 @@ void mrd__ctl_config_free(mrd_ctl *ctl)
     ctl->cfg.store = NULL;
     mrd_auth_free(ctl->auth);
     ctl->auth = NULL;
+    mrd__services_free(ctl);
     json_decref(ctl->cfg_json);
     ctl->cfg_json = NULL;
 }

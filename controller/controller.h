@@ -12,6 +12,9 @@
 #include <uv.h>
 
 #include "meridian/auth.h"
+#include "meridian/config.h"
+#include "meridian/decide.h"
+#include "meridian/opfsm.h"
 #include "meridian/http_server.h"
 #include "meridian/log.h"
 #include "meridian/pg.h"
@@ -26,6 +29,7 @@ typedef struct {
     uint64_t lease_ttl_ms;
     uint64_t tick_ms;
     int debug_endpoints;
+    char agent_token[512]; /* to wake agents up (POST /v1/agent/poke) */
     mrd_log_level log_level;
 } mrd_ctl_config;
 
@@ -43,6 +47,39 @@ typedef struct {
     uint64_t holder_expires_at; /* monotonic ms estimate */
     uint64_t acquired_count;
 } mrd_lease_state;
+
+/* Regions and services from the configuration (controller/services.c). */
+typedef struct {
+    char name[MRD_NAME_MAX];
+    int priority;
+} mrd__region;
+
+typedef struct {
+    char name[MRD_NAME_MAX];
+    char node[MRD_NAME_MAX];
+    char region[MRD_NAME_MAX];
+    char conninfo[512]; /* how a replica reaches it when it is primary */
+} mrd__member_cfg;
+
+typedef struct {
+    char name[MRD_NAME_MAX];
+    char primary_region[MRD_NAME_MAX]; /* initial, when the store has none */
+    char profile[16];
+    mrd_policy policy;
+    mrd__member_cfg *members;
+    size_t nmembers;
+    json_t *dns, *registry, *webhooks; /* borrowed from the config */
+    /* run-time state of the leader (rebuilt by a new leader) */
+    mrd_decision last; /* last automatic decision */
+    int has_last;
+    char last_alert[64];     /* reason of the last alert logged, to log changes only */
+    uint64_t registry_epoch; /* epoch the registry driver confirmed */
+    uint64_t dns_epoch;      /* epoch the DNS driver confirmed */
+    int registry_busy, dns_busy;
+    uint32_t registry_attempts, dns_attempts;
+    char registry_error[256], dns_error[256];
+    uint64_t driver_retry_ms;
+} mrd__service;
 
 /* Heartbeat ingest (controller/ingest.c). */
 typedef struct mrd__waiter mrd__waiter;
@@ -69,6 +106,7 @@ typedef struct mrd_ctl {
     json_t *cfg_json; /* the loaded file; owned */
     mrd_auth *auth;
     mrd_http_server *http;
+    mrd_http_route *routes; /* the API's routing table; owned */
     mrd_pg *pg;
 
     /* Migrations run on the thread pool with a blocking connection. */
@@ -81,6 +119,18 @@ typedef struct mrd_ctl {
 
     mrd_lease_state lease;
     mrd__ingest ingest;
+    mrd__region *regions;
+    size_t nregions;
+    mrd__service *services;
+    size_t nservices;
+    /* Leader tick (controller/tick.c). */
+    int tick_running;
+    uint64_t tick_next_ms;
+    int64_t synced_term; /* term in which regions/services were written */
+    int synced_busy;
+    json_t *snapshot;      /* last store snapshot the leader read */
+    uint64_t snapshot_ms;  /* store clock of it */
+    int tick_wanted;       /* something happened: tick as soon as possible */
     uint64_t heartbeat_ms; /* what agents are told to use */
 
     uv_timer_t cron; /* the one periodic timer (serverCron style) */
@@ -121,7 +171,45 @@ void mrd__ingest_heartbeat(mrd_http_request *req, mrd_http_response *res, void *
  * committed it), so its agent gets it without waiting for a refresh. */
 void mrd__ingest_cache_command(mrd_ctl *ctl, const char *node, json_t *command);
 
-/* controller/api.c */
+/* controller/services.c */
+extern const mrd_cfg_schema mrd__region_schema;
+extern const mrd_cfg_schema mrd__service_schema;
+int mrd__services_load(mrd_ctl *ctl, const json_t *root, char *err, size_t errlen);
+void mrd__services_free(mrd_ctl *ctl);
+mrd__service *mrd__service_find(mrd_ctl *ctl, const char *name);
+const mrd__member_cfg *mrd__member_by_node(const mrd__service *s, const char *node);
+const mrd__member_cfg *mrd__member_by_region(const mrd__service *s, const char *region);
+int mrd__region_priority(const mrd_ctl *ctl, const char *region);
+/* Writes regions and services into the store (guarded by the lease). */
+void mrd__services_sync(mrd_ctl *ctl);
+
+/* controller/tick.c */
+void mrd__tick_cron(mrd_ctl *ctl, uint64_t now);
+/* Builds the view of one service from the last snapshot. Returns 0, or
+ * MRD_ENOTFOUND when the leader has no snapshot of it yet. */
+int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *now_ms);
+/* Starts an operation (persisted, guarded). cb gets 0 and the new op id, or
+ * an error (MRD_ECONFLICT: one runs already / the epoch moved; MRD_ENOTLEADER). */
+typedef void (*mrd__op_created_cb)(int err, const char *op_id, const char *detail, void *data);
+void mrd__op_create(mrd_ctl *ctl, mrd__service *s, mrd_op_kind kind, const char *to_region,
+                    const char *to_node, int force, uint64_t expect_epoch, const char *actor,
+                    const char *reason, const char *idempotency_key, mrd__op_created_cb cb,
+                    void *data);
+/* JSON form of an op (state column, API). */
+json_t *mrd__op_to_json(const mrd_op *op);
+int mrd__op_from_json(const json_t *j, mrd_op *op);
+
+/* Appends an event to the audit log (fire and forget; detail is stolen). */
+void mrd__event(mrd_ctl *ctl, const char *kind, const char *service, const char *actor,
+                const char *message, json_t *detail);
+
+/* controller/cutover_glue.c: drives the registry / DNS step of an operation
+ * (called every tick while the op is in that step; idempotent). */
+void mrd__cutover_drive(mrd_ctl *ctl, mrd__service *s, const mrd_op *op, mrd_op_action action,
+                        uint64_t now);
+
+/* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);
+const mrd_http_route *mrd__api_ops_routes(size_t *n);
 
 #endif

@@ -41,6 +41,7 @@ static void cron(uv_timer_t *t)
     mrd__store_migrate_async(ctl);
     mrd__lease_cron(ctl, now);
     mrd__ingest_cron(ctl, now);
+    mrd__tick_cron(ctl, now);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -58,6 +59,8 @@ static void http_stopped(void *arg)
     mrd_ctl *ctl = arg;
     ctl->http = NULL;
     mrd__ingest_close(ctl);
+    json_decref(ctl->snapshot);
+    ctl->snapshot = NULL;
     mrd_pg_stop(ctl->pg, pg_closed, ctl);
     ctl->pg = NULL;
 }
@@ -101,6 +104,9 @@ static int run(mrd_ctl *ctl)
     }
     mrd__ingest_init(ctl);
     ctl->heartbeat_ms = 1000;
+    for (size_t i = 0; i < ctl->nservices; i++)
+        if (i == 0 || ctl->services[i].policy.heartbeat_ms < ctl->heartbeat_ms)
+            ctl->heartbeat_ms = ctl->services[i].policy.heartbeat_ms;
     rc = mrd__api_start(ctl);
     if (rc != 0) {
         mrd_log(MRD_LOG_ERROR, "cannot listen", MRD_S("host", ctl->cfg.listen_host),
@@ -174,6 +180,7 @@ int main(int argc, char **argv)
     ctl.loop = uv_default_loop();
     rc = run(&ctl);
     uv_loop_close(ctl.loop);
+    free(ctl.routes);
     mrd__ctl_config_free(&ctl);
     return rc;
 }

@@ -33,8 +33,8 @@ int mrd_auth_check(const mrd_auth *auth, const char *authorization, unsigned all
                    const char **principal, unsigned *role);
 
 /* "viewer" -> MRD_ROLE_VIEWER ...; 0 if unknown. */
-unsigned mrd_role_parse(const char *name);
-const char *mrd_role_name(unsigned role);
+unsigned mrd_auth_role_parse(const char *name);
+const char *mrd_auth_role_name(unsigned role);
 
 /* Constant-time comparison of two byte strings of possibly different
  * lengths; returns 1 when equal. */

@@ -18,22 +18,24 @@
 #include "meridian/error.h"
 #include "meridian/http_client.h"
 
-static void wait_expired_cb(uv_timer_t *t)
+static void wait_tick_cb(uv_timer_t *t)
 {
-    *(int *)t->data = 1;
+    (void)t; /* only wakes the loop up so that the condition is re-read */
 }
 
-/* Runs the loop until cond holds or ms pass; evaluates to cond. */
+/* Runs the loop until cond holds or ms pass; evaluates to cond. A 5 ms tick
+ * wakes the loop: a callback that ran in the timer phase of an iteration
+ * would otherwise leave uv_run blocked in its poll phase. */
 #define RUN_UNTIL(loop, cond, ms)                                                                  \
     ({                                                                                             \
-        uv_timer_t guard_;                                                                         \
-        int expired_ = 0;                                                                          \
-        uv_timer_init((loop), &guard_);                                                            \
-        guard_.data = &expired_;                                                                   \
-        uv_timer_start(&guard_, wait_expired_cb, (ms), 0);                                         \
-        while (!(cond) && !expired_)                                                               \
+        uv_timer_t tick_;                                                                          \
+        uv_update_time(loop);                                                                      \
+        uint64_t end_ = uv_now(loop) + (uint64_t)(ms);                                             \
+        uv_timer_init((loop), &tick_);                                                             \
+        uv_timer_start(&tick_, wait_tick_cb, 5, 5);                                                \
+        while (!(cond) && uv_now(loop) < end_)                                                     \
             uv_run((loop), UV_RUN_ONCE);                                                           \
-        uv_close((uv_handle_t *)&guard_, NULL);                                                    \
+        uv_close((uv_handle_t *)&tick_, NULL);                                                     \
         uv_run((loop), UV_RUN_NOWAIT);                                                             \
         (cond);                                                                                    \
     })
@@ -419,6 +421,15 @@ Test(http_client, bad_request_rejected_without_callback)
     mrd_http_client_req bad_body = {.url = "http://127.0.0.1:1/", .body_len = 3};
     cr_assert_eq(mrd_http_client_request(c, &bad_body, on_http, &o), MRD_EINVAL);
     cr_assert_eq(mrd_http_client_request(c, NULL, on_http, &o), MRD_EINVAL);
+    mrd_http_client_req bad_method = {.url = "http://127.0.0.1:1/", .method = "GET / HTTP/1.0\r\n"};
+    cr_assert_eq(mrd_http_client_request(c, &bad_method, on_http, &o), MRD_EINVAL);
+    const char *const injected[] = {"X-A: 1\r\nX-Injected: 1", NULL};
+    mrd_http_client_req bad_header = {.url = "http://127.0.0.1:1/", .headers = injected};
+    cr_assert_eq(mrd_http_client_request(c, &bad_header, on_http, &o), MRD_EINVAL);
+    const char *const no_colon[] = {"X-A 1", NULL};
+    mrd_http_client_req bad_header2 = {.url = "http://127.0.0.1:1/", .headers = no_colon};
+    cr_assert_eq(mrd_http_client_request(c, &bad_header2, on_http, &o), MRD_EINVAL);
+    cr_assert_eq(mrd_http_client_pending(c), 0);
     /* A scheme other than http(s) fails at run time, with status 0. */
     mrd_http_client_req file = {.url = "file:///etc/passwd"};
     cr_assert_eq(mrd_http_client_request(c, &file, on_http, &o), 0);
@@ -457,4 +468,188 @@ Test(http_client, blocking_fetch)
     mrd_http_client_req small = {.url = url, .max_response_bytes = 5};
     cr_assert_eq(mrd_http_fetch(&small, &status, &body, &len, err, sizeof(err)), MRD_EHTTP);
     cr_assert_str_eq(err, "too_large");
+}
+
+/* ---- a tiny local HTTP/1.1 server: keep-alive, records the last request ---- */
+
+typedef struct {
+    uv_tcp_t server;
+    int port;
+    int accepted;
+    int requests;
+    char last[8192];
+} mini;
+
+typedef struct {
+    uv_tcp_t h;
+    mini *m;
+    char buf[8192];
+    size_t len;
+} mini_conn;
+
+static const char mini_answer[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                  "Content-Length: 2\r\n\r\nok";
+
+static void mini_on_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void mini_on_written(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w);
+}
+
+static void mini_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    mini_conn *c = h->data;
+    *buf = uv_buf_init(c->buf + c->len, (unsigned int)(sizeof(c->buf) - c->len - 1));
+}
+
+/* Answers every complete request in the buffer (headers, then
+ * Content-Length bytes of body). */
+static void mini_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    mini_conn *c = s->data;
+    if (n < 0 || c->len + (size_t)n >= sizeof(c->buf) - 1) {
+        uv_close((uv_handle_t *)s, mini_on_closed);
+        return;
+    }
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    for (;;) {
+        char *end = strstr(c->buf, "\r\n\r\n");
+        if (end == NULL)
+            return;
+        size_t head = (size_t)(end - c->buf) + 4, body = 0;
+        char *cl = strcasestr(c->buf, "\r\ncontent-length:");
+        if (cl && cl < end)
+            body = strtoul(cl + 17, NULL, 10);
+        if (c->len < head + body)
+            return;
+        snprintf(c->m->last, sizeof(c->m->last), "%.*s", (int)(head + body), c->buf);
+        c->m->requests++;
+        memmove(c->buf, c->buf + head + body, c->len - head - body + 1);
+        c->len -= head + body;
+        uv_write_t *w = malloc(sizeof(*w));
+        uv_buf_t out = uv_buf_init((char *)mini_answer, sizeof(mini_answer) - 1);
+        uv_write(w, s, &out, 1, mini_on_written);
+    }
+}
+
+static void mini_on_conn(uv_stream_t *server, int status)
+{
+    mini *m = server->data;
+    if (status < 0)
+        return;
+    mini_conn *c = calloc(1, sizeof(*c));
+    c->m = m;
+    uv_tcp_init(server->loop, &c->h);
+    c->h.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->h) != 0) {
+        uv_close((uv_handle_t *)&c->h, mini_on_closed);
+        return;
+    }
+    m->accepted++;
+    uv_read_start((uv_stream_t *)&c->h, mini_alloc, mini_on_read);
+}
+
+static void mini_start(uv_loop_t *loop, mini *m)
+{
+    memset(m, 0, sizeof(*m));
+    uv_tcp_init(loop, &m->server);
+    m->server.data = m;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    cr_assert_eq(uv_tcp_bind(&m->server, (struct sockaddr *)&a, 0), 0);
+    cr_assert_eq(uv_listen((uv_stream_t *)&m->server, 128, mini_on_conn), 0);
+    int len = sizeof(a);
+    uv_tcp_getsockname(&m->server, (struct sockaddr *)&a, &len);
+    m->port = ntohs(a.sin_port);
+}
+
+Test(http_client, keep_alive_reuses_one_connection)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mini m;
+    mini_start(&loop, &m);
+    mrd_http_client *c;
+    cr_assert_eq(mrd_http_client_init(&c, &loop), 0);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/ping", m.port);
+    for (int i = 0; i < 5; i++) {
+        http_out o = {0};
+        mrd_http_client_req req = {.url = url};
+        cr_assert_eq(mrd_http_client_request(c, &req, on_http, &o), 0);
+        cr_assert(RUN_UNTIL(&loop, o.calls > 0, 5000));
+        cr_assert_eq(o.status, 200, "%s", o.error ? o.error : "");
+        cr_assert_str_eq(o.body, "ok");
+        out_free(&o);
+    }
+    cr_assert_eq(m.requests, 5);
+    cr_assert_eq(m.accepted, 1, "%d connections for 5 sequential requests", m.accepted);
+    mrd_http_client_close(c);
+    uv_close((uv_handle_t *)&m.server, NULL);
+    loop_finish(&loop);
+}
+
+Test(http_client, method_headers_and_body_are_sent_and_copied)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mini m;
+    mini_start(&loop, &m);
+    mrd_http_client *c;
+    cr_assert_eq(mrd_http_client_init(&c, &loop), 0);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/thing", m.port);
+    /* Everything the request points to is gone before the loop runs. */
+    char *method = strdup("PATCH"), *h1 = strdup("X-Meridian-Test: 42"),
+         *h2 = strdup("Content-Type: application/json"), *body = strdup("{\"a\":1}");
+    const char **headers = calloc(3, sizeof(char *));
+    headers[0] = h1;
+    headers[1] = h2;
+    mrd_http_client_req req = {
+        .method = method, .url = url, .body = body, .body_len = strlen(body), .headers = headers};
+    http_out o = {0};
+    cr_assert_eq(mrd_http_client_request(c, &req, on_http, &o), 0);
+    memset(body, 'z', strlen(body));
+    memset(h1, 'z', strlen(h1));
+    free(method);
+    free(h1);
+    free(h2);
+    free(body);
+    free(headers);
+    cr_assert(RUN_UNTIL(&loop, o.calls > 0, 5000));
+    cr_assert_eq(o.status, 200);
+    cr_assert(strncmp(m.last, "PATCH /v1/thing HTTP/1.1\r\n", 26) == 0, "%s", m.last);
+    cr_assert(strstr(m.last, "\r\nX-Meridian-Test: 42\r\n") != NULL, "%s", m.last);
+    cr_assert(strstr(m.last, "\r\nContent-Length: 7\r\n") != NULL, "%s", m.last);
+    cr_assert(strstr(m.last, "\r\n\r\n{\"a\":1}") != NULL, "%s", m.last);
+    cr_assert(strcasestr(m.last, "Expect:") == NULL, "%s", m.last);
+    out_free(&o);
+    memset(&o, 0, sizeof(o));
+
+    /* DELETE without a body, then POST without a body. */
+    mrd_http_client_req del = {.method = "DELETE", .url = url};
+    cr_assert_eq(mrd_http_client_request(c, &del, on_http, &o), 0);
+    cr_assert(RUN_UNTIL(&loop, o.calls > 0, 5000));
+    cr_assert_eq(m.requests, 2);
+    cr_assert(strncmp(m.last, "DELETE /v1/thing HTTP/1.1\r\n", 27) == 0, "%s", m.last);
+    out_free(&o);
+    memset(&o, 0, sizeof(o));
+    mrd_http_client_req post = {.method = "POST", .url = url};
+    cr_assert_eq(mrd_http_client_request(c, &post, on_http, &o), 0);
+    cr_assert(RUN_UNTIL(&loop, o.calls > 0, 5000));
+    cr_assert_eq(m.requests, 3);
+    cr_assert(strncmp(m.last, "POST /v1/thing HTTP/1.1\r\n", 25) == 0, "%s", m.last);
+    cr_assert(strstr(m.last, "\r\nContent-Length: 0\r\n") != NULL, "%s", m.last);
+    out_free(&o);
+    mrd_http_client_close(c);
+    uv_close((uv_handle_t *)&m.server, NULL);
+    loop_finish(&loop);
 }

@@ -24,22 +24,24 @@
 
 #define PG_CTL "/usr/lib/postgresql/15/bin/pg_ctl"
 
-static void wait_expired_cb(uv_timer_t *t)
+static void wait_tick_cb(uv_timer_t *t)
 {
-    *(int *)t->data = 1;
+    (void)t; /* only wakes the loop up so that the condition is re-read */
 }
 
-/* Runs the loop until cond holds or ms pass; evaluates to cond. */
+/* Runs the loop until cond holds or ms pass; evaluates to cond. A 5 ms tick
+ * wakes the loop: a callback that ran in the timer phase of an iteration
+ * would otherwise leave uv_run blocked in its poll phase. */
 #define RUN_UNTIL(loop, cond, ms)                                                                  \
     ({                                                                                             \
-        uv_timer_t guard_;                                                                         \
-        int expired_ = 0;                                                                          \
-        uv_timer_init((loop), &guard_);                                                            \
-        guard_.data = &expired_;                                                                   \
-        uv_timer_start(&guard_, wait_expired_cb, (ms), 0);                                         \
-        while (!(cond) && !expired_)                                                               \
+        uv_timer_t tick_;                                                                          \
+        uv_update_time(loop);                                                                      \
+        uint64_t end_ = uv_now(loop) + (uint64_t)(ms);                                             \
+        uv_timer_init((loop), &tick_);                                                             \
+        uv_timer_start(&tick_, wait_tick_cb, 5, 5);                                                \
+        while (!(cond) && uv_now(loop) < end_)                                                     \
             uv_run((loop), UV_RUN_ONCE);                                                           \
-        uv_close((uv_handle_t *)&guard_, NULL);                                                    \
+        uv_close((uv_handle_t *)&tick_, NULL);                                                     \
         uv_run((loop), UV_RUN_NOWAIT);                                                             \
         (cond);                                                                                    \
     })
@@ -282,7 +284,7 @@ Test(pg, query_timeout_resets_and_recovers)
     uint64_t t0 = uv_hrtime();
     cr_assert_eq(mrd_pg_query(pg, "SELECT pg_sleep(3)", 0, NULL, on_q, &slow), 0);
     cr_assert_eq(mrd_pg_query(pg, "SELECT 1", 0, NULL, on_q, &queued), 0);
-    cr_assert(RUN_UNTIL(&loop, slow.calls > 0, 2500), "no timeout within 2.5 s");
+    cr_assert(RUN_UNTIL(&loop, slow.calls > 0, 10000), "no answer at all");
     double ms = (double)(uv_hrtime() - t0) / 1e6;
     cr_assert_eq(slow.err, MRD_ETIMEOUT);
     cr_assert_geq(ms, 450);
@@ -301,6 +303,116 @@ Test(pg, query_timeout_resets_and_recovers)
     cr_assert_eq(later.err, 0);
     cr_assert_str_eq(later.value, "back");
     cr_assert_eq(slow.calls, 1);
+    stop_and_finish(&loop, pg);
+}
+
+Test(pg, large_parameter_is_flushed)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    state_log sl = {0};
+    mrd_pg_options opt = {.conninfo = pg_conninfo()};
+    mrd_pg *pg = start_connected(&loop, &opt, &sl);
+    /* 16 MB does not fit the socket buffers: PQflush returns 1 and the
+     * rest goes out when the socket is writable again. */
+    size_t n = 16u << 20;
+    char *big = malloc(n + 1);
+    memset(big, 'm', n);
+    big[n] = '\0';
+    const char *params[] = {big};
+    q_out o = {0}, after = {0};
+    cr_assert_eq(mrd_pg_query(pg, "SELECT length($1::text)", 1, params, on_q, &o), 0);
+    free(big); /* copied */
+    cr_assert_eq(mrd_pg_query(pg, "SELECT 'next'", 0, NULL, on_q, &after), 0);
+    cr_assert(RUN_UNTIL(&loop, after.calls > 0, 20000));
+    cr_assert_eq(o.err, 0);
+    cr_assert_str_eq(o.value, "16777216");
+    cr_assert_eq(after.err, 0);
+    cr_assert_str_eq(after.value, "next");
+    stop_and_finish(&loop, pg);
+}
+
+Test(pg, idle_connection_loss_is_noticed)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    state_log sl = {0}, sl2 = {0};
+    mrd_pg_options opt = {
+        .conninfo = pg_conninfo(), .reconnect_min_ms = 50, .reconnect_max_ms = 200};
+    mrd_pg *pg = start_connected(&loop, &opt, &sl);
+    mrd_pg_options opt2 = {.conninfo = pg_conninfo()};
+    mrd_pg *killer = start_connected(&loop, &opt2, &sl2);
+    q_out pid = {0};
+    cr_assert_eq(mrd_pg_query(pg, "SELECT pg_backend_pid()", 0, NULL, on_q, &pid), 0);
+    cr_assert(RUN_UNTIL(&loop, pid.calls > 0, 5000));
+    cr_assert_eq(pid.err, 0);
+    const char *params[] = {pid.value};
+    q_out kill = {0};
+    cr_assert_eq(
+        mrd_pg_query(killer, "SELECT pg_terminate_backend($1::int)", 1, params, on_q, &kill), 0);
+    /* No query runs on pg: the loss is seen on the idle socket. */
+    cr_assert(RUN_UNTIL(&loop, sl.n >= 2 && kill.calls > 0, 5000),
+              "idle connection loss not noticed");
+    cr_assert_eq(kill.err, 0);
+    cr_assert_str_eq(kill.value, "t");
+    cr_assert_eq(sl.states[1], 0);
+    cr_assert(RUN_UNTIL(&loop, mrd_pg_connected(pg), 5000));
+    cr_assert_eq(sl.n, 3);
+    q_out o = {0};
+    cr_assert_eq(mrd_pg_query(pg, "SELECT pg_backend_pid()", 0, NULL, on_q, &o), 0);
+    cr_assert(RUN_UNTIL(&loop, o.calls > 0, 5000));
+    cr_assert_eq(o.err, 0);
+    cr_assert_str_neq(o.value, pid.value);
+    int closed = 0;
+    mrd_pg_stop(killer, on_closed, &closed);
+    stop_and_finish(&loop, pg);
+    cr_assert_eq(closed, 1);
+}
+
+Test(pg, read_only_server_triggers_reconnect_when_rw_wanted)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    state_log sl = {0};
+    char conninfo[512];
+    snprintf(conninfo, sizeof(conninfo), "%s target_session_attrs=read-write", pg_conninfo());
+    mrd_pg_options opt = {.conninfo = conninfo, .reconnect_min_ms = 50, .reconnect_max_ms = 200};
+    mrd_pg *pg = start_connected(&loop, &opt, &sl);
+    /* The session turns read-only, as a fenced store would. */
+    q_out ro = {0}, write = {0};
+    cr_assert_eq(mrd_pg_query(pg, "SET default_transaction_read_only = on", 0, NULL, on_q, &ro), 0);
+    cr_assert_eq(mrd_pg_query(pg, "CREATE TEMP TABLE t_ro (x int)", 0, NULL, on_q, &write), 0);
+    cr_assert(RUN_UNTIL(&loop, write.calls > 0, 5000));
+    cr_assert_eq(ro.err, 0);
+    cr_assert_eq(write.err, MRD_EIO);
+    cr_assert_str_eq(write.sqlstate, "25006");
+    cr_assert(RUN_UNTIL(&loop, sl.n >= 3, 5000), "no reconnection after a read-only error");
+    cr_assert_eq(sl.states[1], 0);
+    cr_assert_eq(sl.states[2], 1);
+    q_out again = {0};
+    cr_assert_eq(mrd_pg_query(pg, "CREATE TEMP TABLE t_ro (x int)", 0, NULL, on_q, &again), 0);
+    cr_assert(RUN_UNTIL(&loop, again.calls > 0, 5000));
+    cr_assert_eq(again.err, 0, "%s", again.sqlstate);
+    stop_and_finish(&loop, pg);
+}
+
+Test(pg, read_only_error_kept_without_rw_wanted)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    state_log sl = {0};
+    mrd_pg_options opt = {.conninfo = pg_conninfo()};
+    mrd_pg *pg = start_connected(&loop, &opt, &sl);
+    q_out ro = {0}, write = {0}, after = {0};
+    cr_assert_eq(mrd_pg_query(pg, "SET default_transaction_read_only = on", 0, NULL, on_q, &ro), 0);
+    cr_assert_eq(mrd_pg_query(pg, "CREATE TEMP TABLE t_ro (x int)", 0, NULL, on_q, &write), 0);
+    cr_assert_eq(mrd_pg_query(pg, "SHOW default_transaction_read_only", 0, NULL, on_q, &after), 0);
+    cr_assert(RUN_UNTIL(&loop, after.calls > 0, 5000));
+    cr_assert_eq(write.err, MRD_EIO);
+    cr_assert_str_eq(write.sqlstate, "25006");
+    cr_assert_eq(after.err, 0);
+    cr_assert_str_eq(after.value, "on", "same session expected");
+    cr_assert_eq(sl.n, 1);
     stop_and_finish(&loop, pg);
 }
 
@@ -476,46 +588,77 @@ Test(pg, unreachable_server_keeps_retrying)
     stop_and_finish(&loop, pg);
 }
 
-/* A server that accepts and at once closes: counts connection attempts. */
+/* A fake server on the test's loop that counts connection attempts. It
+ * either closes each connection at once (slam) or holds it open without a
+ * word until the client goes away (hold). */
 typedef struct {
     uv_tcp_t server;
+    int hold;
     int accepted;
-} slammer;
+    int port;
+} fake_server;
 
-static void on_slam_closed(uv_handle_t *h)
+static void on_fake_closed(uv_handle_t *h)
 {
     free(h);
 }
 
-static void on_slam_conn(uv_stream_t *server, int status)
+static void fake_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    slammer *s = server->data;
+    (void)h;
+    (void)hint;
+    static char sink[512]; /* read and dropped */
+    *buf = uv_buf_init(sink, sizeof(sink));
+}
+
+static void fake_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    if (n < 0)
+        uv_close((uv_handle_t *)s, on_fake_closed);
+}
+
+static void on_fake_conn(uv_stream_t *server, int status)
+{
+    fake_server *f = server->data;
     if (status < 0)
         return;
     uv_tcp_t *c = malloc(sizeof(*c));
     uv_tcp_init(server->loop, c);
-    if (uv_accept(server, (uv_stream_t *)c) == 0)
-        s->accepted++;
-    uv_close((uv_handle_t *)c, on_slam_closed);
+    if (uv_accept(server, (uv_stream_t *)c) != 0) {
+        uv_close((uv_handle_t *)c, on_fake_closed);
+        return;
+    }
+    f->accepted++;
+    if (f->hold)
+        uv_read_start((uv_stream_t *)c, fake_alloc, fake_on_read);
+    else
+        uv_close((uv_handle_t *)c, on_fake_closed);
+}
+
+static void fake_start(uv_loop_t *loop, fake_server *f, int hold)
+{
+    memset(f, 0, sizeof(*f));
+    f->hold = hold;
+    uv_tcp_init(loop, &f->server);
+    f->server.data = f;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    cr_assert_eq(uv_tcp_bind(&f->server, (struct sockaddr *)&a, 0), 0);
+    cr_assert_eq(uv_listen((uv_stream_t *)&f->server, 64, on_fake_conn), 0);
+    int len = sizeof(a);
+    uv_tcp_getsockname(&f->server, (struct sockaddr *)&a, &len);
+    f->port = ntohs(a.sin_port);
 }
 
 Test(pg, reconnect_backoff_is_bounded)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    slammer sm = {0};
-    uv_tcp_init(&loop, &sm.server);
-    sm.server.data = &sm;
-    struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    cr_assert_eq(uv_tcp_bind(&sm.server, (struct sockaddr *)&a, 0), 0);
-    cr_assert_eq(uv_listen((uv_stream_t *)&sm.server, 64, on_slam_conn), 0);
-    int len = sizeof(a);
-    uv_tcp_getsockname(&sm.server, (struct sockaddr *)&a, &len);
+    fake_server f;
+    fake_start(&loop, &f, 0);
     char conninfo[256];
-    snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%d user=postgres dbname=x",
-             ntohs(a.sin_port));
-
+    snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%d user=postgres dbname=x", f.port);
     state_log sl = {0};
     mrd_pg_options opt = {.conninfo = conninfo,
                           .reconnect_min_ms = 100,
@@ -528,11 +671,214 @@ Test(pg, reconnect_backoff_is_bounded)
     /* Delays: 50-100, 100-200, then 200-400 ms each: about 10 attempts in
      * 3 s (libpq may use two connections per attempt, SSL then plain).
      * Without backoff there would be hundreds. */
-    cr_assert_geq(sm.accepted, 3, "only %d connection attempts in 3 s", sm.accepted);
-    cr_assert_leq(sm.accepted, 60, "%d connection attempts in 3 s: no backoff", sm.accepted);
+    cr_log_info("%d connection attempts in 3 s", f.accepted);
+    cr_assert_geq(f.accepted, 3, "only %d connection attempts in 3 s", f.accepted);
+    cr_assert_leq(f.accepted, 60, "%d connection attempts in 3 s: no backoff", f.accepted);
     cr_assert_eq(sl.n, 0);
     cr_assert_eq(mrd_pg_connected(pg), 0);
-    uv_close((uv_handle_t *)&sm.server, NULL);
+    uv_close((uv_handle_t *)&f.server, NULL);
+    stop_and_finish(&loop, pg);
+}
+
+Test(pg, connect_timeout_against_silent_server)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    fake_server f;
+    fake_start(&loop, &f, 1);
+    char conninfo[256];
+    snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%d user=postgres dbname=x", f.port);
+    state_log sl = {0};
+    mrd_pg_options opt = {.conninfo = conninfo,
+                          .connect_timeout_ms = 300,
+                          .reconnect_min_ms = 50,
+                          .reconnect_max_ms = 100,
+                          .on_state = on_state,
+                          .data = &sl};
+    mrd_pg *pg;
+    cr_assert_eq(mrd_pg_start(&pg, &loop, &opt), 0);
+    RUN_UNTIL(&loop, 0, 2000);
+    /* Each attempt hangs until the 300 ms timeout, then a new one starts:
+     * without the timeout there would be one attempt. */
+    cr_log_info("%d connection attempts in 2 s", f.accepted);
+    cr_assert_geq(f.accepted, 3, "only %d connection attempts in 2 s", f.accepted);
+    cr_assert_leq(f.accepted, 8, "%d connection attempts in 2 s", f.accepted);
+    cr_assert_eq(mrd_pg_connected(pg), 0);
+    cr_assert_eq(sl.n, 0);
+    uv_close((uv_handle_t *)&f.server, NULL);
+    stop_and_finish(&loop, pg);
+}
+
+/* A proxy to the real server whose first connection accepts libpq's
+ * SSLRequest ('S') and then hangs up in the middle of the TLS handshake:
+ * with sslmode=prefer libpq then retries without SSL on a new socket, often
+ * with the same fd number as the one it just closed, in the middle of
+ * PQconnectPoll. The poll handle must follow the new socket. Later
+ * connections are relayed to the real server. */
+typedef struct proxy_side proxy_side;
+struct proxy_side {
+    uv_tcp_t h;
+    proxy_side *peer;
+    int closing;
+    int said_yes;
+};
+
+typedef struct {
+    uv_tcp_t server;
+    int accepted;
+    int upstream_port;
+} ssl_proxy;
+
+static void proxy_on_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void proxy_close(proxy_side *s)
+{
+    if (s == NULL || s->closing)
+        return;
+    s->closing = 1;
+    if (s->peer) {
+        s->peer->peer = NULL;
+        proxy_close(s->peer);
+    }
+    uv_close((uv_handle_t *)&s->h, proxy_on_closed);
+}
+
+static void proxy_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)h;
+    (void)hint;
+    *buf = uv_buf_init(malloc(16384), 16384);
+}
+
+static void proxy_on_written(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w->data);
+    free(w);
+}
+
+static void proxy_write(proxy_side *to, char *data, size_t n)
+{
+    uv_write_t *w = malloc(sizeof(*w));
+    w->data = data;
+    uv_buf_t b = uv_buf_init(data, (unsigned int)n);
+    if (uv_write(w, (uv_stream_t *)&to->h, &b, 1, proxy_on_written) != 0) {
+        free(data);
+        free(w);
+    }
+}
+
+static void proxy_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    proxy_side *s = st->data;
+    if (n < 0 || s->peer == NULL) {
+        free(buf->base);
+        proxy_close(s);
+        return;
+    }
+    if (n == 0) {
+        free(buf->base);
+        return;
+    }
+    proxy_write(s->peer, buf->base, (size_t)n);
+}
+
+/* First connection: answer the 8-byte SSLRequest with 'S', then hang up
+ * when the TLS handshake begins. */
+static void proxy_on_ssl_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    proxy_side *s = st->data;
+    free(buf->base);
+    if (n > 0 && !s->said_yes) {
+        char *yes = malloc(1);
+        *yes = 'S';
+        proxy_write(s, yes, 1);
+        s->said_yes = 1;
+    } else if (n != 0) {
+        proxy_close(s);
+    }
+}
+
+static void proxy_on_upstream(uv_connect_t *req, int status)
+{
+    proxy_side *up = req->data;
+    free(req);
+    if (status < 0 || up->peer == NULL) {
+        proxy_close(up);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&up->h, proxy_alloc, proxy_on_read);
+    uv_read_start((uv_stream_t *)&up->peer->h, proxy_alloc, proxy_on_read);
+}
+
+static void proxy_on_conn(uv_stream_t *server, int status)
+{
+    ssl_proxy *p = server->data;
+    if (status < 0)
+        return;
+    proxy_side *down = calloc(1, sizeof(*down));
+    uv_tcp_init(server->loop, &down->h);
+    down->h.data = down;
+    if (uv_accept(server, (uv_stream_t *)&down->h) != 0) {
+        proxy_close(down);
+        return;
+    }
+    if (p->accepted++ == 0) {
+        uv_read_start((uv_stream_t *)&down->h, proxy_alloc, proxy_on_ssl_read);
+        return;
+    }
+    proxy_side *up = calloc(1, sizeof(*up));
+    uv_tcp_init(server->loop, &up->h);
+    up->h.data = up;
+    up->peer = down;
+    down->peer = up;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", p->upstream_port, &a);
+    uv_connect_t *req = malloc(sizeof(*req));
+    req->data = up;
+    if (uv_tcp_connect(req, &up->h, (struct sockaddr *)&a, proxy_on_upstream) != 0) {
+        free(req);
+        proxy_close(up);
+    }
+}
+
+Test(pg, socket_change_during_connect)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *port = getenv("MERIDIAN_TEST_PG_PORT");
+    cr_assert(port != NULL && port[0], "MERIDIAN_TEST_PG_PORT is not set");
+    ssl_proxy px = {.upstream_port = atoi(port)};
+    uv_tcp_init(&loop, &px.server);
+    px.server.data = &px;
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    cr_assert_eq(uv_tcp_bind(&px.server, (struct sockaddr *)&a, 0), 0);
+    cr_assert_eq(uv_listen((uv_stream_t *)&px.server, 64, proxy_on_conn), 0);
+    int len = sizeof(a);
+    uv_tcp_getsockname(&px.server, (struct sockaddr *)&a, &len);
+    char conninfo[256];
+    snprintf(conninfo, sizeof(conninfo),
+             "host=127.0.0.1 port=%d user=postgres dbname=meridian_test sslmode=prefer",
+             ntohs(a.sin_port));
+    state_log sl = {0};
+    /* Long reconnect delays: the connection must succeed in its first
+     * attempt, on the second socket. */
+    mrd_pg_options opt = {.conninfo = conninfo,
+                          .connect_timeout_ms = 3000,
+                          .reconnect_min_ms = 20000,
+                          .reconnect_max_ms = 20000};
+    mrd_pg *pg = start_connected(&loop, &opt, &sl);
+    cr_assert_eq(px.accepted, 2, "%d connections", px.accepted);
+    q_out o = {0};
+    cr_assert_eq(mrd_pg_query(pg, "SELECT 'through the proxy'", 0, NULL, on_q, &o), 0);
+    cr_assert(RUN_UNTIL(&loop, o.calls > 0, 5000));
+    cr_assert_eq(o.err, 0);
+    cr_assert_str_eq(o.value, "through the proxy");
+    uv_close((uv_handle_t *)&px.server, NULL);
     stop_and_finish(&loop, pg);
 }
 

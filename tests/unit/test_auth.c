@@ -40,16 +40,16 @@ Test(auth, consttime_eq)
 
 Test(auth, role_names)
 {
-    cr_assert_eq(mrd_role_parse("viewer"), MRD_ROLE_VIEWER);
-    cr_assert_eq(mrd_role_parse("operator"), MRD_ROLE_OPERATOR);
-    cr_assert_eq(mrd_role_parse("agent"), MRD_ROLE_AGENT);
-    cr_assert_eq(mrd_role_parse("app"), MRD_ROLE_APP);
-    cr_assert_eq(mrd_role_parse("admin"), 0);
-    cr_assert_eq(mrd_role_parse("Viewer"), 0);
-    cr_assert_eq(mrd_role_parse(NULL), 0);
-    cr_assert_str_eq(mrd_role_name(MRD_ROLE_AGENT), "agent");
-    cr_assert_str_eq(mrd_role_name(MRD_ROLE_OPERATOR), "operator");
-    cr_assert_str_eq(mrd_role_name(MRD_ROLE_VIEWER | MRD_ROLE_APP), "unknown");
+    cr_assert_eq(mrd_auth_role_parse("viewer"), MRD_ROLE_VIEWER);
+    cr_assert_eq(mrd_auth_role_parse("operator"), MRD_ROLE_OPERATOR);
+    cr_assert_eq(mrd_auth_role_parse("agent"), MRD_ROLE_AGENT);
+    cr_assert_eq(mrd_auth_role_parse("app"), MRD_ROLE_APP);
+    cr_assert_eq(mrd_auth_role_parse("admin"), 0);
+    cr_assert_eq(mrd_auth_role_parse("Viewer"), 0);
+    cr_assert_eq(mrd_auth_role_parse(NULL), 0);
+    cr_assert_str_eq(mrd_auth_role_name(MRD_ROLE_AGENT), "agent");
+    cr_assert_str_eq(mrd_auth_role_name(MRD_ROLE_OPERATOR), "operator");
+    cr_assert_str_eq(mrd_auth_role_name(MRD_ROLE_VIEWER | MRD_ROLE_APP), "unknown");
 }
 
 Test(auth, check_ok_401_403)

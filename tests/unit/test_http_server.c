@@ -132,7 +132,22 @@ static void h_slow(mrd_http_request *req, mrd_http_response *res, void *data)
     atomic_fetch_add(&f->slow_started, 1);
 }
 
+/* GET /v1/big/{kb}: kb KiB of text, the last byte the request's ?n= digit. */
+static void h_big(mrd_http_request *req, mrd_http_response *res, void *data)
+{
+    (void)data;
+    size_t len = (size_t)strtoul(mrd_http_request_param(req, "kb"), NULL, 10) * 1024;
+    char n[8] = "0";
+    mrd_http_request_query_param(req, "n", n, sizeof(n));
+    char *b = malloc(len + 1);
+    memset(b, 'b', len);
+    b[len - 1] = n[0];
+    mrd_http_respond(res, 200, "text/plain", b, len);
+    free(b);
+}
+
 static const mrd_http_route routes[] = {
+    {"GET", "/v1/big/{kb}", 0, h_big},
     {"GET", "/v1/status", 0, h_status},
     {"GET", "/v1/services/{svc}/checkpoints/{id}", 0, h_checkpoint},
     {"DELETE", "/v1/services/{svc}/checkpoints/{id}", MRD_ROLES_WRITE, h_checkpoint},
@@ -963,4 +978,47 @@ Test(http_server, start_errors)
     mrd_http_server_stop(a, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+Test(http_server, client_reading_slowly_gets_everything_in_order)
+{
+    /* 20 pipelined requests for 512 KiB each: the server stops dispatching
+     * while its write queue is full and resumes as the client reads */
+    start_default();
+    client *c = cl_open();
+    char req[2048];
+    size_t o = 0;
+    for (int i = 0; i < 20; i++)
+        o += (size_t)snprintf(req + o, sizeof(req) - o, "GET /v1/big/512?n=%d HTTP/1.1\r\n\r\n",
+                              i % 10);
+    cl_send(c, req, o);
+    sleep_ms(300); /* let the server fill its queue */
+    for (int i = 0; i < 20; i++) {
+        resp r;
+        cr_assert_eq(cl_read(c, &r, 0), 0, "response %d", i);
+        cr_assert_eq(r.status, 200);
+        cr_assert_eq(r.body_len, 512 * 1024);
+        cr_assert_eq(r.body[r.body_len - 1], '0' + i % 10, "response %d out of order", i);
+        char v[32];
+        cr_assert_str_eq(resp_header(&r, "Content-Type", v, sizeof(v)), "text/plain");
+        resp_free(&r);
+    }
+    cl_close(c);
+    stop_server();
+}
+
+Test(http_server, options_star_and_bad_target)
+{
+    start_default();
+    resp r;
+    request("OPTIONS * HTTP/1.1\r\n\r\n", &r);
+    cr_assert_eq(r.status, 204);
+    char v[32];
+    cr_assert_null(resp_header(&r, "Content-Length", v, sizeof(v)));
+    resp_free(&r);
+    request("HEAD /v1/nope HTTP/1.1\r\n\r\n", &r);
+    cr_assert_eq(r.status, 404);
+    cr_assert_eq(r.body_len, 0);
+    resp_free(&r);
+    stop_server();
 }

@@ -1,0 +1,240 @@
+/*
+ * Child processes for exec checks, fence/unfence/promote commands of exec
+ * members and the rejoin hook: uv_spawn in a new process group, stdout and
+ * stderr into one pipe, output kept up to max_output bytes (the rest is read
+ * and dropped so the child never blocks on a full pipe), a timer that kills
+ * the whole group with SIGKILL after timeout_ms.
+ *
+ * The callback runs exactly once, after the child exited and its output
+ * reached EOF (or 500 ms after the exit, when a grandchild keeps the pipe
+ * open). Handles are then closed and the state freed in the last close
+ * callback. A program that cannot be started reports status -2 through the
+ * callback (on the next loop iteration), never synchronously.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "meridian/error.h"
+
+extern char **environ;
+
+struct mrd__exec {
+    uv_process_t proc;
+    uv_pipe_t out, err;
+    uv_timer_t timer;
+    char rbuf[4096];
+    mrd__exec_cb cb;
+    void *data;
+    char *buf;
+    size_t len, max;
+    int status;
+    int timed_out;
+    int exited, eofs, reported, spawned;
+    int open; /* handles still to close */
+    char **envp;
+};
+
+static void free_env(char **envp)
+{
+    if (!envp)
+        return;
+    for (size_t i = 0; envp[i]; i++)
+        free(envp[i]);
+    free(envp);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    mrd__exec *e = h->data;
+    if (--e->open > 0)
+        return;
+    free(e->buf);
+    free_env(e->envp);
+    free(e);
+}
+
+static void close_all(mrd__exec *e)
+{
+    uv_handle_t *hs[4] = {(uv_handle_t *)&e->timer, (uv_handle_t *)&e->out, (uv_handle_t *)&e->err,
+                          (uv_handle_t *)&e->proc};
+    int n = e->spawned ? 4 : 3;
+    e->open = n;
+    for (int i = 0; i < n; i++)
+        uv_close(hs[i], on_closed);
+}
+
+static void report(mrd__exec *e)
+{
+    if (e->reported)
+        return;
+    e->reported = 1;
+    uv_timer_stop(&e->timer);
+    uv_read_stop((uv_stream_t *)&e->out);
+    uv_read_stop((uv_stream_t *)&e->err);
+    e->buf[e->len] = '\0';
+    e->cb(e->status, e->timed_out, e->buf, e->data);
+    close_all(e);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    mrd__exec *e = h->data;
+    (void)suggested;
+    *buf = uv_buf_init(e->rbuf, sizeof(e->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    mrd__exec *e = s->data;
+    if (n > 0) {
+        size_t room = e->max - e->len;
+        size_t take = (size_t)n < room ? (size_t)n : room;
+        memcpy(e->buf + e->len, buf->base, take);
+        e->len += take;
+        return;
+    }
+    if (n < 0) {
+        e->eofs++;
+        uv_read_stop(s);
+        if (e->exited && e->eofs == 2)
+            report(e);
+    }
+}
+
+/* Timer: the timeout while the child runs, the grace period after it exited. */
+static void on_timer(uv_timer_t *t)
+{
+    mrd__exec *e = t->data;
+    if (e->exited) {
+        report(e);
+        return;
+    }
+    /* the timeout: kill the whole process group */
+    e->timed_out = 1;
+    if (e->proc.pid > 0)
+        kill(-e->proc.pid, SIGKILL);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
+{
+    mrd__exec *e = p->data;
+    e->exited = 1;
+    e->status = term_signal ? -1 : (int)status;
+    if (e->eofs == 2) {
+        report(e);
+    } else {
+        /* a grandchild may keep the pipe open: wait a little, then report */
+        uv_timer_stop(&e->timer);
+        uv_timer_start(&e->timer, on_timer, 500, 0);
+    }
+}
+
+static void on_spawn_failed(uv_timer_t *t)
+{
+    mrd__exec *e = t->data;
+    e->status = -2;
+    report(e);
+}
+
+static char **build_env(const char *const *extra)
+{
+    size_t n = 0, m = 0;
+    while (environ && environ[n])
+        n++;
+    while (extra && extra[m])
+        m++;
+    char **envp = calloc(n + m + 1, sizeof(*envp));
+    if (!envp)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (!(envp[k++] = strdup(extra[i])))
+            goto fail;
+    for (size_t i = 0; i < n; i++) {
+        /* the extra list overrides inherited variables of the same name */
+        const char *eq = strchr(environ[i], '=');
+        size_t klen = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
+        int dup = 0;
+        for (size_t j = 0; j < m && !dup; j++)
+            dup = strncmp(extra[j], environ[i], klen) == 0;
+        if (!dup && !(envp[k++] = strdup(environ[i])))
+            goto fail;
+    }
+    return envp;
+fail:
+    free_env(envp);
+    return NULL;
+}
+
+int mrd__exec_start(uv_loop_t *loop, const char *const *argv, const char *const *env,
+                    uint64_t timeout_ms, size_t max_output, mrd__exec_cb cb, void *data,
+                    mrd__exec **out)
+{
+    if (out)
+        *out = NULL;
+    if (!argv || !argv[0] || !argv[0][0])
+        return MRD_EINVAL;
+    mrd__exec *e = calloc(1, sizeof(*e));
+    if (!e)
+        return MRD_ENOMEM;
+    e->max = max_output ? max_output : 4096;
+    e->buf = malloc(e->max + 1);
+    e->envp = build_env(env);
+    if (!e->buf || !e->envp) {
+        free(e->buf);
+        free_env(e->envp);
+        free(e);
+        return MRD_ENOMEM;
+    }
+    e->cb = cb;
+    e->data = data;
+    uv_timer_init(loop, &e->timer);
+    uv_pipe_init(loop, &e->out, 0);
+    uv_pipe_init(loop, &e->err, 0);
+    e->timer.data = e->out.data = e->err.data = e->proc.data = e;
+
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&e->out;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&e->err;
+    uv_process_options_t opt;
+    memset(&opt, 0, sizeof(opt));
+    opt.file = argv[0];
+    opt.args = (char **)argv;
+    opt.env = e->envp;
+    opt.exit_cb = on_exit_cb;
+    opt.stdio = stdio;
+    opt.stdio_count = 3;
+    opt.flags = UV_PROCESS_DETACHED; /* own process group: kill(-pid) reaches children */
+    int rc = uv_spawn(loop, &e->proc, &opt);
+    if (rc != 0) {
+        snprintf(e->buf, e->max + 1, "cannot start %s: %s", argv[0], uv_strerror(rc));
+        e->len = strlen(e->buf);
+        /* uv_spawn failure still requires closing the process handle */
+        e->spawned = 1;
+        uv_timer_start(&e->timer, on_spawn_failed, 0, 0);
+        if (out)
+            *out = e;
+        return 0;
+    }
+    e->spawned = 1;
+    uv_read_start((uv_stream_t *)&e->out, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&e->err, on_alloc, on_read);
+    uv_timer_start(&e->timer, on_timer, timeout_ms ? timeout_ms : 60000, 0);
+    if (out)
+        *out = e;
+    return 0;
+}
+
+void mrd__exec_kill(mrd__exec *e)
+{
+    if (e && e->spawned && !e->exited && e->proc.pid > 0)
+        kill(-e->proc.pid, SIGKILL);
+}

@@ -1,0 +1,319 @@
+/*
+ * The heartbeat loop and the self-fencing tick of the agent.
+ *
+ * Every heartbeat_ms: poll the members' replication state, renew peer
+ * leases, and send one heartbeat (protocol.h) to the controller in use. On a
+ * transport error or a non-200 answer the next controller of the list is
+ * tried at once, each at most once per beat. The answer's epochs are
+ * written to the epoch file, its commands handed to commands.c, its acks
+ * clear reported results, and "recorded": true renews the contact: the
+ * contact counts from the time the beat was SENT (never later than the time
+ * the store recorded it), so the agent's view of its contact never outlasts
+ * the leader's.
+ *
+ * Every tick (a quarter of heartbeat_ms, at most 100 ms): each writable
+ * primary member is checked against the rule of lease.c; when neither a
+ * recorded contact nor every peer lease holds, the member is fenced (loudly)
+ * and stays fenced until the controller sends unfence: a self-fenced
+ * primary never unfences itself (the leader may already count on it).
+ * The rule applies from the end of the first heartbeat round after start,
+ * and once a status poll and a lease round had time to run (an agent that
+ * is down cannot fence anything either; its start must not fence a
+ * primary that a store outage leaves without recorded contact).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent.h"
+#include "meridian/error.h"
+#include "meridian/log.h"
+
+const mrd__service_view *mrd__service_find(const mrd__agent *a, const char *service)
+{
+    for (size_t i = 0; i < a->nservices; i++)
+        if (strcmp(a->services[i].service, service) == 0)
+            return &a->services[i];
+    return NULL;
+}
+
+static void send_beat(mrd__agent *a);
+
+/* ---- request ---- */
+
+static int build_request(mrd__agent *a, mrd_hb_request *r)
+{
+    mrd_hb_request_init(r);
+    snprintf(r->node, sizeof(r->node), "%s", a->cfg.node);
+    snprintf(r->region, sizeof(r->region), "%s", a->cfg.region);
+    r->seq = ++a->seq;
+    r->epochs = calloc(a->nmembers + 1, sizeof(*r->epochs));
+    r->members = calloc(a->nmembers + 1, sizeof(*r->members));
+    r->checks = calloc(a->nchecks + 1, sizeof(*r->checks));
+    r->probes = calloc(a->nprobes + 1, sizeof(*r->probes));
+    r->results = calloc(a->nresults + 1, sizeof(*r->results));
+    if (!r->epochs || !r->members || !r->checks || !r->probes || !r->results)
+        return MRD_ENOMEM;
+    for (size_t i = 0; i < a->nmembers; i++) {
+        const mrd__member *m = &a->members[i];
+        mrd_hb_epoch *e = &r->epochs[r->nepochs++];
+        snprintf(e->service, sizeof(e->service), "%s", m->cfg->service);
+        e->epoch = mrd__epoch_store_epoch(a->epochs, m->cfg->service);
+        mrd_hb_member *x = &r->members[r->nmembers++];
+        snprintf(x->service, sizeof(x->service), "%s", m->cfg->service);
+        snprintf(x->name, sizeof(x->name), "%s", m->cfg->name);
+        snprintf(x->kind, sizeof(x->kind), "%s", m->cfg->kind);
+        x->role = m->role;
+        x->fenced = m->fenced;
+        x->timeline = m->timeline;
+        x->position = m->position;
+        x->receive_position = m->receive_position;
+        x->replay_position = m->replay_position;
+        x->replay_timestamp_ms = m->replay_timestamp_ms;
+        x->lag_bytes = m->lag_bytes;
+        x->lag_ms = m->lag_ms;
+        x->healthy = m->status_ok && m->role != MRD_MEMBER_UNKNOWN &&
+                     mrd__checks_member_healthy(a, m->cfg->name);
+    }
+    for (size_t i = 0; i < a->nchecks; i++) {
+        const mrd__check *c = &a->checks[i];
+        if (!c->have_result)
+            continue;
+        mrd_hb_check *x = &r->checks[r->nchecks++];
+        snprintf(x->name, sizeof(x->name), "%s", c->cfg->name);
+        x->status = c->status;
+        snprintf(x->output, sizeof(x->output), "%s", c->output);
+        x->duration_ms = (int64_t)c->duration_ms;
+    }
+    for (size_t i = 0; i < a->nprobes; i++) {
+        const mrd__check *c = &a->probes[i];
+        if (!c->have_result)
+            continue;
+        mrd_hb_probe *x = &r->probes[r->nprobes++];
+        snprintf(x->region, sizeof(x->region), "%s", c->cfg->name);
+        snprintf(x->target, sizeof(x->target), "%s",
+                 c->cfg->kind == MRD__CHECK_HTTP ? c->cfg->url : c->cfg->host);
+        x->ok = c->ok;
+        x->latency_ms = c->latency_ms;
+        if (!c->ok)
+            mrd__strlcpy(x->error, c->output, sizeof(x->error));
+    }
+    memcpy(r->results, a->results, a->nresults * sizeof(*r->results));
+    r->nresults = a->nresults;
+    return 0;
+}
+
+/* ---- answer ---- */
+
+static void apply_answer(mrd__agent *a, const mrd_hb_answer *ans, uint64_t sent_ms)
+{
+    if (ans->recorded) {
+        if (!a->have_contact || sent_ms > a->last_contact_ms)
+            a->last_contact_ms = sent_ms;
+        a->have_contact = 1;
+    }
+    /* the controller's view of the services */
+    mrd__service_view *sv = calloc(ans->nservices + 1, sizeof(*sv));
+    if (sv) {
+        for (size_t i = 0; i < ans->nservices; i++) {
+            const mrd_hb_service *s = &ans->services[i];
+            snprintf(sv[i].service, sizeof(sv[i].service), "%s", s->service);
+            sv[i].epoch = s->epoch;
+            snprintf(sv[i].primary_region, sizeof(sv[i].primary_region), "%s", s->primary_region);
+            sv[i].primary_position = s->primary_position;
+            int rc = mrd__epoch_store_observe(a->epochs, s->service, s->epoch);
+            if (rc == 1)
+                mrd_log(MRD_LOG_INFO, "new epoch", MRD_S("service", s->service),
+                        MRD_I("epoch", s->epoch));
+            else if (rc < 0)
+                mrd_log(MRD_LOG_ERROR, "cannot persist epoch", MRD_S("service", s->service),
+                        MRD_I("epoch", s->epoch), MRD_S("error", mrd_strerror(rc)));
+        }
+        free(a->services);
+        a->services = sv;
+        a->nservices = ans->nservices;
+    }
+    /* acks first: a command resent below may then report again */
+    mrd__results_ack(a, ans->ack, ans->nack);
+    for (size_t i = 0; i < ans->ncommands; i++)
+        mrd__commands_handle(a, &ans->commands[i]);
+    /* the controller may change the interval; keep two beats within the
+     * isolation timeout */
+    uint64_t want = (uint64_t)ans->heartbeat_ms;
+    if (want < 50)
+        want = 50;
+    if (want > a->cfg.isolation_timeout_ms / 2)
+        want = a->cfg.isolation_timeout_ms / 2;
+    if (want != a->heartbeat_ms && !a->stopping) {
+        mrd_log(MRD_LOG_INFO, "heartbeat interval changed", MRD_U("from_ms", a->heartbeat_ms),
+                MRD_U("to_ms", want));
+        a->heartbeat_ms = want;
+        uv_timer_set_repeat(&a->hb_timer, want);
+    }
+}
+
+static void on_beat(const mrd_http_client_result *res, void *data)
+{
+    mrd__agent *a = data;
+    char err[256];
+    a->hb_in_flight = 0;
+    const char *ctl = a->cfg.controllers[a->controller];
+    int ok = 0;
+    if (!res->error && res->status == 200) {
+        mrd_hb_answer ans;
+        int rc = mrd_hb_answer_parse(res->body, res->body_len, &ans, err, sizeof(err));
+        if (rc == 0) {
+            apply_answer(a, &ans, a->hb_sent_ms);
+            mrd_hb_answer_free(&ans);
+            ok = 1;
+        } else {
+            mrd_log(MRD_LOG_WARN, "bad heartbeat answer", MRD_S("controller", ctl),
+                    MRD_S("error", err));
+        }
+    } else if (!a->stopping) {
+        mrd_log(MRD_LOG_WARN, "heartbeat failed", MRD_S("controller", ctl),
+                MRD_I("status", res->status), MRD_S("error", res->error ? res->error : ""),
+                MRD_S("body", res->error ? "" : res->body));
+    }
+    if (a->stopping)
+        return;
+    if (ok) {
+        a->first_round_done = 1;
+        return;
+    }
+    /* try the next controller at once, each at most once per beat */
+    a->controller = (a->controller + 1) % a->cfg.ncontrollers;
+    if (++a->hb_attempts < a->cfg.ncontrollers)
+        send_beat(a);
+    else
+        a->first_round_done = 1;
+}
+
+static void send_beat(mrd__agent *a)
+{
+    mrd_hb_request r;
+    if (build_request(a, &r) != 0) {
+        mrd_hb_request_free(&r);
+        mrd_log(MRD_LOG_ERROR, "cannot build heartbeat", MRD_S("error", "out of memory"));
+        return;
+    }
+    json_t *j = mrd_hb_request_to_json(&r);
+    mrd_hb_request_free(&r);
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!body) {
+        mrd_log(MRD_LOG_ERROR, "cannot encode heartbeat", MRD_S("error", "out of memory"));
+        return;
+    }
+    char url[1100], auth[1100];
+    snprintf(url, sizeof(url), "%s/v1/agent/heartbeat", a->cfg.controllers[a->controller]);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", a->cfg.token);
+    const char *headers[] = {auth, "Content-Type: application/json", NULL};
+    mrd_http_client_req req;
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.url = url;
+    req.body = body;
+    req.body_len = strlen(body);
+    req.headers = headers;
+    req.timeout_ms = (long)a->cfg.request_timeout_ms;
+    req.max_response_bytes = 4 * 1024 * 1024;
+    a->hb_sent_ms = mrd__now_ms(a);
+    int rc = mrd_http_client_request(a->http, &req, on_beat, a);
+    free(body);
+    if (rc == 0)
+        a->hb_in_flight = 1;
+    else
+        mrd_log(MRD_LOG_ERROR, "cannot send heartbeat", MRD_S("error", mrd_strerror(rc)));
+}
+
+static void on_hb_timer(uv_timer_t *t)
+{
+    mrd__agent *a = t->data;
+    if (a->stopping)
+        return;
+    mrd__members_poll(a);
+    mrd__peer_renew(a);
+    if (a->hb_in_flight)
+        return; /* the previous beat is still waiting for its timeout */
+    a->hb_attempts = 0;
+    send_beat(a);
+}
+
+/* ---- self-fencing ---- */
+
+static void on_self_fenced(mrd__member *m, int err, const char *message, void *data)
+{
+    (void)data;
+    m->self_fencing = 0;
+    if (err) {
+        mrd_log(MRD_LOG_ERROR, "self-fence failed, retrying", MRD_S("member", m->cfg->name),
+                MRD_S("error", message));
+        return;
+    }
+    m->self_fenced = 1;
+    m->fenced = 1;
+    mrd_log(MRD_LOG_ERROR, "primary fenced itself: isolated from the controllers and its peers",
+            MRD_S("member", m->cfg->name), MRD_S("service", m->cfg->service));
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    mrd__agent *a = t->data;
+    uint64_t now = mrd__now_ms(a);
+    if (a->stopping || !a->first_round_done ||
+        now < a->started_ms + 2 * a->heartbeat_ms + a->cfg.request_timeout_ms)
+        return;
+    uint64_t untils[64 + 1];
+    for (size_t i = 0; i < a->nmembers; i++) {
+        mrd__member *m = &a->members[i];
+        if (m->role != MRD_MEMBER_PRIMARY || m->fenced || m->self_fencing)
+            continue;
+        size_t n = mrd__peer_untils(a, m, untils);
+        const char *why = "";
+        mrd__writable w = mrd__lease_primary_writable(now, a->have_contact, a->last_contact_ms,
+                                                      a->cfg.isolation_timeout_ms, untils, n, &why);
+        if (w != MRD__MUST_FENCE)
+            continue;
+        mrd_log(
+            MRD_LOG_ERROR, "isolated: fencing the primary", MRD_S("member", m->cfg->name),
+            MRD_S("service", m->cfg->service), MRD_S("reason", why),
+            MRD_I("since_contact_ms", a->have_contact ? (long long)(now - a->last_contact_ms) : -1),
+            MRD_U("isolation_timeout_ms", a->cfg.isolation_timeout_ms));
+        m->self_fencing = 1;
+        mrd__member_fence(m, on_self_fenced, NULL);
+    }
+}
+
+/* ---- start / stop ---- */
+
+int mrd__heartbeat_start(mrd__agent *a)
+{
+    a->heartbeat_ms = a->cfg.heartbeat_ms;
+    a->started_ms = mrd__now_ms(a);
+    uv_timer_init(a->loop, &a->hb_timer);
+    uv_timer_init(a->loop, &a->tick_timer);
+    a->hb_timer.data = a->tick_timer.data = a;
+    uint64_t tick = a->cfg.heartbeat_ms / 4;
+    if (tick > 100)
+        tick = 100;
+    if (tick < 10)
+        tick = 10;
+    /* the first beat at once: a restarted agent reports quickly */
+    uv_timer_start(&a->hb_timer, on_hb_timer, 0, a->heartbeat_ms);
+    uv_timer_start(&a->tick_timer, on_tick, tick, tick);
+    return 0;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    mrd__agent_handle_closed(h->data);
+}
+
+void mrd__heartbeat_stop(mrd__agent *a)
+{
+    a->open_handles += 2;
+    uv_close((uv_handle_t *)&a->hb_timer, timer_closed);
+    uv_close((uv_handle_t *)&a->tick_timer, timer_closed);
+}

@@ -1,0 +1,535 @@
+/*
+ * Members of services hosted on this node: their replication state and the
+ * actions the controller (or the self-fencing rule) orders on them.
+ *
+ * PostgreSQL members use two connections (pg.h): one for the status query
+ * run every heartbeat (short timeout), one for actions (long timeout, so a
+ * pg_promote that waits does not stall the status). The status query reads
+ * pg_is_in_recovery, the current/receive/replay LSNs, the last replayed
+ * commit time, the timeline and default_transaction_read_only in one
+ * statement. Lag: bytes = max(primary position from the controller, own
+ * receive position) - replay position; time = 0 when replay == receive,
+ * else the database clock minus the last replayed commit time.
+ *
+ * Actions on PostgreSQL (fence read_only, unfence, promote) are constant
+ * SQL statements; stop/exec fencing, exec members and the rejoin hook run
+ * child processes (exec.c). Fence read_only: ALTER SYSTEM SET
+ * default_transaction_read_only, reload, wait 50 ms for backends to take the
+ * reload, then terminate every other client backend that holds a
+ * transaction id or whose transaction began before the fence (it may have
+ * begun read-write). It guards against ordinary clients; a client may still
+ * SET the parameter off in its session: the hard fence is mode "stop".
+ *
+ * Every action calls its done callback exactly once. Nothing here decides
+ * whether an action may run: commands.c (epochs, at-most-once) does.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "meridian/error.h"
+#include "meridian/log.h"
+#include "meridian/position.h"
+
+/* "16/B374D848" -> 0x16B374D848; 0 (unknown) for NULL or malformed. */
+static int64_t lsn_parse(const char *s)
+{
+    uint64_t v = 0;
+    if (!s || mrd_pos_parse(s, &v) != 0 || v > INT64_MAX)
+        return 0;
+    return (int64_t)v;
+}
+
+mrd__member *mrd__member_find(mrd__agent *a, const char *service, const char *name)
+{
+    for (size_t i = 0; i < a->nmembers; i++)
+        if (strcmp(a->members[i].cfg->service, service) == 0 &&
+            strcmp(a->members[i].cfg->name, name) == 0)
+            return &a->members[i];
+    return NULL;
+}
+
+mrd__member *mrd__member_of_service(mrd__agent *a, const char *service)
+{
+    for (size_t i = 0; i < a->nmembers; i++)
+        if (strcmp(a->members[i].cfg->service, service) == 0)
+            return &a->members[i];
+    return NULL;
+}
+
+static int is_pg(const mrd__member *m)
+{
+    return strcmp(m->cfg->kind, "postgresql") == 0;
+}
+
+/* ---- status ---- */
+
+static const char *status_sql =
+    "SELECT pg_is_in_recovery(),"
+    " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,"
+    " pg_last_wal_receive_lsn()::text,"
+    " pg_last_wal_replay_lsn()::text,"
+    " (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint,"
+    " CASE WHEN pg_is_in_recovery()"
+    "  THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),"
+    "                (SELECT timeline_id FROM pg_control_checkpoint()))::bigint"
+    "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,"
+    " current_setting('default_transaction_read_only'),"
+    " (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+static void compute_lag(mrd__member *m, int64_t db_now_ms)
+{
+    if (m->role == MRD_MEMBER_PRIMARY || m->role == MRD_MEMBER_FENCED) {
+        m->lag_bytes = 0;
+        m->lag_ms = 0;
+        return;
+    }
+    const mrd__service_view *sv = mrd__service_find(m->agent, m->cfg->service);
+    int64_t ref = sv ? sv->primary_position : 0;
+    if (m->receive_position > ref)
+        ref = m->receive_position;
+    if (ref == 0 || m->replay_position == 0)
+        m->lag_bytes = -1;
+    else
+        m->lag_bytes = ref > m->replay_position ? ref - m->replay_position : 0;
+    if (m->replay_position != 0 && m->replay_position == m->receive_position)
+        m->lag_ms = 0;
+    else if (m->replay_timestamp_ms > 0 && db_now_ms > 0)
+        m->lag_ms = db_now_ms > m->replay_timestamp_ms ? db_now_ms - m->replay_timestamp_ms : 0;
+    else
+        m->lag_ms = -1;
+}
+
+static void status_failed(mrd__member *m)
+{
+    m->status_ok = 0;
+    m->role = MRD_MEMBER_UNKNOWN;
+    m->lag_bytes = m->lag_ms = -1;
+}
+
+static int64_t int_of(PGresult *res, int col)
+{
+    if (PQgetisnull(res, 0, col))
+        return 0;
+    return strtoll(PQgetvalue(res, 0, col), NULL, 10);
+}
+
+static void on_status(int err, PGresult *res, void *data)
+{
+    mrd__member *m = data;
+    m->status_in_flight = 0;
+    if (err || !res || PQntuples(res) != 1 || PQnfields(res) != 8) {
+        if (m->status_ok)
+            mrd_log(MRD_LOG_WARN, "member status unavailable", MRD_S("member", m->cfg->name),
+                    MRD_S("error",
+                          err == MRD_EIO && res ? PQresultErrorMessage(res) : mrd_strerror(err)));
+        status_failed(m);
+        return;
+    }
+    int recovery = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    int read_only = strcmp(PQgetvalue(res, 0, 6), "on") == 0;
+    m->status_ok = 1;
+    m->position = recovery ? 0 : lsn_parse(PQgetvalue(res, 0, 1));
+    m->receive_position = lsn_parse(PQgetvalue(res, 0, 2));
+    m->replay_position = lsn_parse(PQgetvalue(res, 0, 3));
+    m->replay_timestamp_ms = int_of(res, 4);
+    m->timeline = int_of(res, 5);
+    if (m->timeline < 0 || m->timeline > MRD_PROTO_MAX_TIMELINE)
+        m->timeline = 0;
+    mrd__fence_mode mode = m->cfg->fence_mode;
+    if (recovery) {
+        m->role = MRD_MEMBER_REPLICA;
+        if (mode == MRD__FENCE_READ_ONLY)
+            m->fenced = read_only;
+    } else if (read_only) {
+        m->role = MRD_MEMBER_FENCED;
+        m->fenced = 1;
+    } else if (mode == MRD__FENCE_EXEC && m->fenced) {
+        m->role = MRD_MEMBER_FENCED; /* fenced from outside (firewall, proxy) */
+    } else {
+        /* running and writable: whatever fenced it does not hold any more */
+        m->role = MRD_MEMBER_PRIMARY;
+        m->fenced = 0;
+    }
+    compute_lag(m, int_of(res, 7));
+}
+
+static void on_exec_status(int status, int timed_out, const char *output, void *data)
+{
+    mrd__member *m = data;
+    m->status_in_flight = 0;
+    if (status != 0 || timed_out) {
+        status_failed(m);
+        return;
+    }
+    char word[16] = {0};
+    size_t n = 0;
+    while (*output == ' ' || *output == '\n' || *output == '\t')
+        output++;
+    while (output[n] && output[n] != ' ' && output[n] != '\n' && n + 1 < sizeof(word)) {
+        word[n] = output[n];
+        n++;
+    }
+    mrd_member_role role;
+    if (mrd_member_role_parse(word, &role) != 0) {
+        status_failed(m);
+        return;
+    }
+    m->status_ok = 1;
+    m->role = role;
+    if (role == MRD_MEMBER_FENCED)
+        m->fenced = 1;
+    else if (role == MRD_MEMBER_REPLICA)
+        m->fenced = 0;
+    else if (role == MRD_MEMBER_PRIMARY && m->fenced)
+        m->role = MRD_MEMBER_FENCED;
+    m->lag_bytes = m->lag_ms = role == MRD_MEMBER_PRIMARY ? 0 : -1;
+}
+
+void mrd__members_poll(mrd__agent *a)
+{
+    for (size_t i = 0; i < a->nmembers; i++) {
+        mrd__member *m = &a->members[i];
+        if (m->status_in_flight || a->stopping)
+            continue;
+        if (is_pg(m)) {
+            m->status_in_flight = 1;
+            if (mrd_pg_query(m->pg, status_sql, 0, NULL, on_status, m) != 0) {
+                m->status_in_flight = 0;
+                status_failed(m);
+            }
+        } else if (m->cfg->status_cmd) {
+            m->status_in_flight = 1;
+            if (mrd__exec_start(a->loop, m->cfg->status_cmd, NULL, a->cfg.request_timeout_ms, 256,
+                                on_exec_status, m, NULL) != 0) {
+                m->status_in_flight = 0;
+                status_failed(m);
+            }
+        }
+    }
+}
+
+/* ---- actions ---- */
+
+typedef struct {
+    mrd__member *m;
+    mrd__action_cb done;
+    void *data;
+    int remaining;
+    int err;
+    int already; /* promote: recovery was not in progress */
+    int promote_false;
+    char msg[MRD_PROTO_ERROR_MAX];
+    const char *what;
+} action;
+
+static action *action_new(mrd__member *m, mrd__action_cb done, void *data, const char *what)
+{
+    action *x = calloc(1, sizeof(*x));
+    if (!x) {
+        done(m, MRD_ENOMEM, "out of memory", data);
+        return NULL;
+    }
+    x->m = m;
+    x->done = done;
+    x->data = data;
+    x->what = what;
+    return x;
+}
+
+static void action_end(action *x)
+{
+    if (x->err == 0 && x->promote_false) {
+        x->err = MRD_ETIMEOUT;
+        snprintf(x->msg, sizeof(x->msg), "promotion did not finish within %llu ms",
+                 (unsigned long long)x->m->cfg->promote_timeout_ms);
+    }
+    mrd_log(x->err ? MRD_LOG_ERROR : MRD_LOG_INFO, x->err ? "action failed" : "action done",
+            MRD_S("action", x->what), MRD_S("member", x->m->cfg->name),
+            MRD_S("error", x->err ? x->msg : ""));
+    x->done(x->m, x->err, x->err ? x->msg : (x->already ? "already primary" : ""), x->data);
+    mrd__members_poll(x->m->agent); /* report the new state soon */
+    free(x);
+}
+
+static void on_step(int err, PGresult *res, void *data)
+{
+    action *x = data;
+    if (err && res && strcmp(x->what, "promote") == 0) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (state && strcmp(state, "55000") == 0) {
+            x->already = 1; /* "recovery is not in progress": promoted before */
+            err = 0;
+        }
+    }
+    if (err && !x->err) {
+        x->err = err;
+        if (err == MRD_EIO && res)
+            snprintf(x->msg, sizeof(x->msg), "%s", PQresultErrorMessage(res));
+        else
+            snprintf(x->msg, sizeof(x->msg), "%s", mrd_strerror(err));
+        size_t n = strlen(x->msg);
+        while (n > 0 && (x->msg[n - 1] == '\n' || x->msg[n - 1] == ' '))
+            x->msg[--n] = '\0';
+    }
+    if (!err && res && strcmp(x->what, "promote") == 0 && PQntuples(res) == 1 &&
+        strcmp(PQgetvalue(res, 0, 0), "f") == 0)
+        x->promote_false = 1;
+    if (--x->remaining == 0)
+        action_end(x);
+}
+
+/* Queues statements in order on the action connection; the action ends
+ * when every accepted statement has answered. */
+static void run_sql(action *x, const char *const *sqls, size_t n, const char *param)
+{
+    x->remaining = 1; /* held while queueing */
+    for (size_t i = 0; i < n; i++) {
+        const char *params[1] = {param};
+        int np = param && strstr(sqls[i], "$1") ? 1 : 0;
+        x->remaining++;
+        int rc = mrd_pg_query(x->m->action_pg, sqls[i], np, params, on_step, x);
+        if (rc) {
+            x->remaining--;
+            if (!x->err) {
+                x->err = rc;
+                snprintf(x->msg, sizeof(x->msg), "postgresql: %s",
+                         rc == MRD_ESTORE ? "not connected" : mrd_strerror(rc));
+            }
+            break;
+        }
+    }
+    if (--x->remaining == 0)
+        action_end(x);
+}
+
+static void on_exec_action(int status, int timed_out, const char *output, void *data)
+{
+    action *x = data;
+    if (status != 0) {
+        x->err = timed_out ? MRD_ETIMEOUT : MRD_EIO;
+        if (timed_out)
+            snprintf(x->msg, sizeof(x->msg), "timed out: %s", output);
+        else if (status == -2)
+            snprintf(x->msg, sizeof(x->msg), "%s", output);
+        else
+            snprintf(x->msg, sizeof(x->msg), "exit %d: %s", status, output);
+    } else if (strcmp(x->what, "fence") == 0) {
+        x->m->fenced = 1;
+    } else if (strcmp(x->what, "unfence") == 0) {
+        x->m->fenced = 0;
+    }
+    action_end(x);
+}
+
+static void run_exec(action *x, const char **argv, const char *const *env)
+{
+    if (!argv) {
+        x->err = MRD_EUNSUPPORTED;
+        snprintf(x->msg, sizeof(x->msg), "no %s command configured", x->what);
+        action_end(x);
+        return;
+    }
+    int rc = mrd__exec_start(x->m->agent->loop, argv, env, x->m->cfg->command_timeout_ms,
+                             MRD_PROTO_ERROR_MAX - 64, on_exec_action, x, NULL);
+    if (rc) {
+        x->err = rc;
+        snprintf(x->msg, sizeof(x->msg), "%s", mrd_strerror(rc));
+        action_end(x);
+    }
+}
+
+void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data)
+{
+    action *x = action_new(m, done, data, "fence");
+    if (!x)
+        return;
+    if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY) {
+        static const char *const sqls[] = {
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+            "SELECT pg_reload_conf()",
+            "SELECT pg_sleep(0.05)",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            " AND (backend_xid IS NOT NULL"
+            "      OR xact_start < statement_timestamp() - interval '50 milliseconds')",
+        };
+        run_sql(x, sqls, sizeof(sqls) / sizeof(sqls[0]), NULL);
+    } else {
+        run_exec(x, m->cfg->fence_cmd, NULL);
+    }
+}
+
+void mrd__member_unfence(mrd__member *m, mrd__action_cb done, void *data)
+{
+    action *x = action_new(m, done, data, "unfence");
+    if (!x)
+        return;
+    if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY) {
+        static const char *const sqls[] = {
+            "ALTER SYSTEM RESET default_transaction_read_only",
+            "SELECT pg_reload_conf()",
+        };
+        run_sql(x, sqls, 2, NULL);
+    } else {
+        run_exec(x, m->cfg->unfence_cmd, NULL);
+    }
+}
+
+void mrd__member_promote(mrd__member *m, mrd__action_cb done, void *data)
+{
+    action *x = action_new(m, done, data, "promote");
+    if (!x)
+        return;
+    if (is_pg(m)) {
+        char secs[32];
+        uint64_t s = (m->cfg->promote_timeout_ms + 999) / 1000;
+        snprintf(secs, sizeof(secs), "%llu", (unsigned long long)s);
+        static const char *const sqls[] = {"SELECT pg_promote(true, $1::int)"};
+        run_sql(x, sqls, 1, secs);
+    } else {
+        run_exec(x, m->cfg->promote_cmd, NULL);
+    }
+}
+
+/* Builds "K=V" strings for the rejoin hook. */
+static int env_add(char **env, size_t *n, size_t max, const char *k, const char *v)
+{
+    if (*n + 1 >= max || !v)
+        return 0;
+    size_t len = strlen(k) + strlen(v) + 2;
+    char *s = malloc(len);
+    if (!s)
+        return MRD_ENOMEM;
+    snprintf(s, len, "%s=%s", k, v);
+    env[(*n)++] = s;
+    return 0;
+}
+
+void mrd__member_rejoin(mrd__member *m, const json_t *args, int64_t epoch, mrd__action_cb done,
+                        void *data)
+{
+    action *x = action_new(m, done, data, "rejoin");
+    if (!x)
+        return;
+    enum { MAXENV = MRD_PROTO_MAX_ARGS + 12 };
+    char *env[MAXENV] = {0};
+    size_t n = 0;
+    char num[32];
+    snprintf(num, sizeof(num), "%lld", (long long)epoch);
+    const char *conninfo = json_string_value(json_object_get(args, "primary_conninfo"));
+    int rc = env_add(env, &n, MAXENV, "NEW_PRIMARY_CONNINFO", conninfo ? conninfo : "");
+    rc = rc ? rc : env_add(env, &n, MAXENV, "MERIDIAN_SERVICE", m->cfg->service);
+    rc = rc ? rc : env_add(env, &n, MAXENV, "MERIDIAN_MEMBER", m->cfg->name);
+    rc = rc ? rc : env_add(env, &n, MAXENV, "MERIDIAN_EPOCH", num);
+    if (m->cfg->conninfo)
+        rc = rc ? rc : env_add(env, &n, MAXENV, "MERIDIAN_CONNINFO", m->cfg->conninfo);
+    if (m->cfg->data_dir)
+        rc = rc ? rc : env_add(env, &n, MAXENV, "PGDATA", m->cfg->data_dir);
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)args, k, v)
+    {
+        char key[MRD_PROTO_NAME_MAX + 16], val[64];
+        const char *sval = NULL;
+        size_t kl = (size_t)snprintf(key, sizeof(key), "MERIDIAN_ARG_%s", k);
+        for (size_t i = 13; i < kl && i < sizeof(key); i++) {
+            char c = key[i];
+            key[i] = (c >= 'a' && c <= 'z')                               ? (char)(c - 32)
+                     : ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c
+                                                                          : '_';
+        }
+        if (json_is_string(v)) {
+            sval = json_string_value(v);
+        } else if (json_is_integer(v)) {
+            snprintf(val, sizeof(val), "%lld", (long long)json_integer_value(v));
+            sval = val;
+        } else if (json_is_boolean(v)) {
+            sval = json_is_true(v) ? "true" : "false";
+        }
+        if (sval && !rc)
+            rc = env_add(env, &n, MAXENV, key, sval);
+    }
+    if (rc) {
+        x->err = rc;
+        snprintf(x->msg, sizeof(x->msg), "out of memory");
+        action_end(x);
+    } else {
+        run_exec(x, m->cfg->rejoin_cmd, (const char *const *)env);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(env[i]);
+}
+
+/* ---- start / stop ---- */
+
+int mrd__members_start(mrd__agent *a)
+{
+    a->members = calloc(a->cfg.nmembers + 1, sizeof(*a->members));
+    if (!a->members)
+        return MRD_ENOMEM;
+    for (size_t i = 0; i < a->cfg.nmembers; i++) {
+        mrd__member *m = &a->members[i];
+        m->agent = a;
+        m->cfg = &a->cfg.members[i];
+        m->lag_bytes = m->lag_ms = -1;
+        m->peer_until = calloc(a->cfg.npeers + 1, sizeof(*m->peer_until));
+        m->peer_busy = calloc(a->cfg.npeers + 1, 1);
+        if (!m->peer_until || !m->peer_busy)
+            return MRD_ENOMEM;
+        a->nmembers++;
+        /* Leases granted before a restart are forgotten with it: promise
+         * them anyway by refusing to promote for one lease length. */
+        m->grants.granted_until_ms = mrd__now_ms(a) + a->cfg.isolation_timeout_ms;
+        uv_timer_init(a->loop, &m->wait_timer);
+        m->wait_timer.data = m;
+        if (is_pg(m)) {
+            mrd_pg_options o = {0};
+            o.conninfo = m->cfg->conninfo;
+            o.query_timeout_ms = a->cfg.request_timeout_ms;
+            o.connect_timeout_ms = a->cfg.request_timeout_ms;
+            o.reconnect_max_ms = a->cfg.heartbeat_ms;
+            int rc = mrd_pg_start(&m->pg, a->loop, &o);
+            if (rc)
+                return rc;
+            o.query_timeout_ms = m->cfg->promote_timeout_ms + 10000;
+            if (o.query_timeout_ms < m->cfg->command_timeout_ms)
+                o.query_timeout_ms = m->cfg->command_timeout_ms;
+            rc = mrd_pg_start(&m->action_pg, a->loop, &o);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static void member_closed(void *arg)
+{
+    mrd__agent_handle_closed(arg);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    mrd__member *m = h->data;
+    mrd__agent_handle_closed(m->agent);
+}
+
+void mrd__members_stop(mrd__agent *a)
+{
+    for (size_t i = 0; i < a->nmembers; i++) {
+        mrd__member *m = &a->members[i];
+        a->open_handles++;
+        uv_close((uv_handle_t *)&m->wait_timer, timer_closed);
+        if (m->pg) {
+            a->open_handles++;
+            mrd_pg_stop(m->pg, member_closed, a);
+            m->pg = NULL;
+        }
+        if (m->action_pg) {
+            a->open_handles++;
+            mrd_pg_stop(m->action_pg, member_closed, a);
+            m->action_pg = NULL;
+        }
+    }
+}

@@ -1,0 +1,228 @@
+/*
+ * Peer leases over HTTP (DESIGN.md, failsafe; rules in lease.c).
+ *
+ * Server: POST /v1/peer/lease on the agent's listen address, bearer tokens
+ * of role agent (peer_tokens). The agent grants or refuses a lease for the
+ * service of its local member: refused when it has no member of that
+ * service, when its member is itself a writable primary, when it has seen a
+ * higher epoch, or when it was ordered to promote at the lease's epoch.
+ *
+ * Client: every heartbeat, the agent of each writable primary member asks
+ * every peer that serves the member's service for a lease of
+ * isolation_timeout_ms, at most one request per peer in flight, and counts
+ * a grant from the time the request was sent.
+ *
+ * Failures of the client are not errors: a lease that is not renewed
+ * simply ends. Bad requests to the server get 400 with the field named.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "meridian/error.h"
+#include "meridian/log.h"
+
+/* ---- server ---- */
+
+static void on_lease(mrd_http_request *req, mrd_http_response *res, void *data)
+{
+    mrd__agent *a = data;
+    char err[256];
+    json_t *j = mrd_http_request_json(req, res);
+    if (!j)
+        return;
+    mrd_lease_request lr;
+    int rc = mrd_lease_request_from_json(j, &lr, err, sizeof(err));
+    json_decref(j);
+    if (rc) {
+        mrd_http_respond_error(res, 400, mrd_err_name(rc), err);
+        return;
+    }
+    mrd_lease_answer ans;
+    memset(&ans, 0, sizeof(ans));
+    mrd__member *m = mrd__member_of_service(a, lr.service);
+    int64_t highest = mrd__epoch_store_epoch(a->epochs, lr.service);
+    if (!m) {
+        ans.epoch = highest;
+        snprintf(ans.reason, sizeof(ans.reason), "no member of service %s on this node",
+                 lr.service);
+    } else if (m->role == MRD_MEMBER_PRIMARY) {
+        ans.epoch = highest;
+        snprintf(ans.reason, sizeof(ans.reason), "member %s is a writable primary", m->cfg->name);
+    } else {
+        mrd__lease_grant(&m->grants, highest, &lr, mrd__now_ms(a), a->cfg.isolation_timeout_ms,
+                         &ans);
+    }
+    mrd_log(ans.granted ? MRD_LOG_DEBUG : MRD_LOG_WARN,
+            ans.granted ? "peer lease granted" : "peer lease refused", MRD_S("from", lr.node),
+            MRD_S("service", lr.service), MRD_I("epoch", lr.epoch), MRD_I("ttl_ms", ans.ttl_ms),
+            MRD_S("reason", ans.reason));
+    json_t *out = mrd_lease_answer_to_json(&ans);
+    if (!out) {
+        mrd_http_respond_error(res, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    mrd_http_respond_json(res, 200, out);
+}
+
+static const mrd_http_route routes[] = {
+    {"POST", "/v1/peer/lease", MRD_ROLE_AGENT, on_lease},
+};
+
+int mrd__peer_server_start(mrd__agent *a)
+{
+    if (a->cfg.listen_port < 0)
+        return 0;
+    char err[256];
+    int rc = mrd_auth_init(&a->auth, a->cfg.peer_tokens, err, sizeof(err));
+    if (rc) {
+        mrd_log(MRD_LOG_ERROR, "invalid peer_tokens", MRD_S("error", err));
+        return rc;
+    }
+    mrd_http_server_options o;
+    memset(&o, 0, sizeof(o));
+    o.host = a->cfg.listen_host;
+    o.port = a->cfg.listen_port;
+    o.max_body_bytes = 16 * 1024;
+    o.read_timeout_ms = 5000;
+    o.max_connections = 1024;
+    o.routes = routes;
+    o.nroutes = sizeof(routes) / sizeof(routes[0]);
+    o.auth = a->auth;
+    o.data = a;
+    rc = mrd_http_server_start(&a->server, a->loop, &o);
+    if (rc) {
+        mrd_log(MRD_LOG_ERROR, "cannot listen", MRD_S("host", a->cfg.listen_host),
+                MRD_I("port", a->cfg.listen_port), MRD_I("error", rc));
+        return rc;
+    }
+    mrd_log(MRD_LOG_INFO, "peer api listening", MRD_S("host", a->cfg.listen_host),
+            MRD_I("port", mrd_http_server_port(a->server)));
+    return 0;
+}
+
+static void server_stopped(void *arg)
+{
+    mrd__agent_handle_closed(arg);
+}
+
+void mrd__peer_server_stop(mrd__agent *a)
+{
+    if (a->server) {
+        a->open_handles++;
+        mrd_http_server_stop(a->server, server_stopped, a);
+        a->server = NULL;
+    }
+}
+
+/* ---- client ---- */
+
+typedef struct {
+    mrd__agent *agent;
+    size_t member, peer;
+    uint64_t sent_ms;
+} lease_call;
+
+static int peer_serves(const mrd__peer_cfg *p, const char *service)
+{
+    if (!p->services)
+        return 1;
+    for (size_t i = 0; p->services[i]; i++)
+        if (strcmp(p->services[i], service) == 0)
+            return 1;
+    return 0;
+}
+
+static void on_lease_answer(const mrd_http_client_result *r, void *data)
+{
+    lease_call *call = data;
+    mrd__agent *a = call->agent;
+    mrd__member *m = &a->members[call->member];
+    const mrd__peer_cfg *p = &a->cfg.peers[call->peer];
+    m->peer_busy[call->peer] = 0;
+    if (r->error || r->status != 200) {
+        mrd_log(MRD_LOG_DEBUG, "peer lease request failed", MRD_S("peer", p->name),
+                MRD_I("status", r->status), MRD_S("error", r->error ? r->error : r->body));
+        free(call);
+        return;
+    }
+    json_error_t jerr;
+    char err[256];
+    mrd_lease_answer ans;
+    json_t *j = json_loadb(r->body, r->body_len, 0, &jerr);
+    int rc = j ? mrd_lease_answer_from_json(j, &ans, err, sizeof(err)) : MRD_EPARSE;
+    json_decref(j);
+    if (rc) {
+        mrd_log(MRD_LOG_WARN, "bad peer lease answer", MRD_S("peer", p->name),
+                MRD_S("error", j ? err : jerr.text));
+        free(call);
+        return;
+    }
+    if (!ans.granted)
+        mrd_log(MRD_LOG_WARN, "peer refused a lease", MRD_S("peer", p->name),
+                MRD_S("service", m->cfg->service), MRD_I("epoch", ans.epoch),
+                MRD_S("reason", ans.reason));
+    mrd__lease_record(&m->peer_until[call->peer], call->sent_ms, &ans);
+    free(call);
+}
+
+void mrd__peer_renew(mrd__agent *a)
+{
+    if (a->stopping)
+        return;
+    for (size_t i = 0; i < a->nmembers; i++) {
+        mrd__member *m = &a->members[i];
+        if (m->role != MRD_MEMBER_PRIMARY || m->fenced)
+            continue;
+        for (size_t k = 0; k < a->cfg.npeers; k++) {
+            const mrd__peer_cfg *p = &a->cfg.peers[k];
+            if (!peer_serves(p, m->cfg->service) || m->peer_busy[k])
+                continue;
+            mrd_lease_request lr;
+            memset(&lr, 0, sizeof(lr));
+            snprintf(lr.service, sizeof(lr.service), "%s", m->cfg->service);
+            snprintf(lr.node, sizeof(lr.node), "%s", a->cfg.node);
+            lr.epoch = mrd__epoch_store_epoch(a->epochs, m->cfg->service);
+            lr.ttl_ms = (int64_t)mrd__lease_request_ttl(a->cfg.isolation_timeout_ms);
+            json_t *j = mrd_lease_request_to_json(&lr);
+            char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            json_decref(j);
+            lease_call *call = calloc(1, sizeof(*call));
+            char url[1100], auth[1100];
+            snprintf(url, sizeof(url), "%s/v1/peer/lease", p->url);
+            snprintf(auth, sizeof(auth), "Authorization: Bearer %s", p->token);
+            const char *headers[] = {auth, "Content-Type: application/json", NULL};
+            mrd_http_client_req req;
+            memset(&req, 0, sizeof(req));
+            req.method = "POST";
+            req.url = url;
+            req.body = body;
+            req.body_len = body ? strlen(body) : 0;
+            req.headers = headers;
+            req.timeout_ms = (long)a->cfg.request_timeout_ms;
+            req.max_response_bytes = 16 * 1024;
+            if (body && call) {
+                call->agent = a;
+                call->member = i;
+                call->peer = k;
+                call->sent_ms = mrd__now_ms(a);
+                if (mrd_http_client_request(a->http, &req, on_lease_answer, call) == 0) {
+                    m->peer_busy[k] = 1;
+                    call = NULL;
+                }
+            }
+            free(call);
+            free(body);
+        }
+    }
+}
+
+size_t mrd__peer_untils(const mrd__agent *a, const mrd__member *m, uint64_t *untils)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < a->cfg.npeers; k++)
+        if (peer_serves(&a->cfg.peers[k], m->cfg->service))
+            untils[n++] = m->peer_until[k];
+    return n;
+}
