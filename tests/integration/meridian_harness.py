@@ -154,6 +154,9 @@ class _State:
         self.state_file = None
         self.owned_tmp_roots = []
         self.current_procs = []    # Procs started since the current test began
+        self.test_name = None      # the running test, if any
+        self.test_tmp = None       # its default TempDir, once asked for
+        self.session_tmp = None    # default TempDir outside tests
 
 
 _state = _State()
@@ -199,8 +202,6 @@ def cleanup_all():
         _state.resources, _state.session = _state.session, []
     problems += _release_since(0)
     _state.cleaned = True
-    if _default_tmp is not None:
-        _default_tmp._cleanup()
     if not _state.failed:
         for d in _state.owned_tmp_roots:
             shutil.rmtree(d, ignore_errors=True)
@@ -379,6 +380,7 @@ def run_all():
             with _state.lock:
                 mark = len(_state.resources)
             _state.current_procs = []
+            _state.test_name, _state.test_tmp = name, None
             t0 = time.monotonic()
             err = None
             try:
@@ -387,6 +389,7 @@ def run_all():
                 err = traceback.format_exc()
                 _state.failed = True
             procs = list(_state.current_procs)
+            _state.test_name = None
             problems = _release_since(mark)
             dt = time.monotonic() - t0
             if err is None and not problems:
@@ -536,17 +539,24 @@ class TempDir:
         return "TempDir(%s)" % self.path
 
 
-_default_tmp = None
-
-
 def default_tmp():
-    """A TempDir shared by everything created without an explicit one."""
-    global _default_tmp
-    if _default_tmp is None:
-        # kept to the end of the run, whoever created it first: not in the
-        # per-test resource list, removed by cleanup_all()
-        _default_tmp = TempDir("harness", register=False)
-    return _default_tmp
+    """The TempDir used by whatever is created without an explicit one:
+    inside a test, one per test (named after it, released with the test's
+    resources), so tests never share data dirs, logs or agent state;
+    outside tests and inside fixtures, one for the whole run."""
+    if _state.test_name is not None and not _state.fixture_depth:
+        if _state.test_tmp is None:
+            _state.test_tmp = TempDir(_state.test_name)
+        return _state.test_tmp
+    if _state.session_tmp is None:
+        with _state.lock:
+            _state.fixture_depth += 1      # registers it for the whole run
+        try:
+            _state.session_tmp = TempDir("session")
+        finally:
+            with _state.lock:
+                _state.fixture_depth -= 1
+    return _state.session_tmp
 
 
 # --------------------------------------------------------------------------
@@ -828,6 +838,10 @@ class PgCluster:
         self.name = name
         self.tmp = tmp or default_tmp()
         self.dir = self.tmp.join(name)
+        n = 1
+        while os.path.exists(self.dir):    # a cluster of that name existed here
+            n += 1
+            self.dir = self.tmp.join("%s.%d" % (name, n))
         self.data = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "postgres.log")
         self.port = port or free_port()
