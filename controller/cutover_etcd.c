@@ -1,29 +1,18 @@
 /*
- * etcd cutover driver: the service registry. Per service two keys under the
- * configured prefix:
- *   <prefix>/services/<svc>/primary  {"primary_region", "endpoint", "epoch",
- *                                     "changed_at", "operation_id"?}
- *   <prefix>/services/<svc>/epoch    the epoch, 20 digits zero-padded
- * (etcd compares VALUEs bytewise: "10" < "9", "…010" > "…009").
- *
- * apply() is ONE transaction through the v3 JSON gateway (/v3/kv/txn):
- *   if value(epoch) < pad(N)                 -> put both keys
- *   else nested txn:
- *     if create_revision(epoch) == 0 (absent) -> put both keys
- *     else                                    -> range both keys
- * A VALUE compare on an absent key always fails in etcd, hence the nested
- * transaction (etcd >= 3.3) for the first write: one round trip, atomic,
- * no window between "check absent" and "put" as a two-step scheme would have.
- * When both branches refuse, the stored values come back: same epoch and
- * same primary/endpoint means our own earlier write (a retry after a lost
- * answer) and is reported as success; anything else is MRD_ESTALE with the
- * stored epoch — a fencing event, never retried blindly. A failed txn has
- * no "succeeded" field in the JSON (protobuf omits false).
- *
+ * etcd cutover driver (the service registry), through the v3 JSON gateway.
+ * Per service: <prefix>/services/<svc>/primary (JSON: primary_region,
+ * endpoint, epoch, changed_at, operation_id?) and .../epoch (20 digits,
+ * zero-padded: etcd compares VALUEs bytewise, "10" < "9").
+ * apply() is ONE txn: if value(epoch) < pad(N) put both keys; else a nested
+ * txn (etcd >= 3.3): if create_revision(epoch) == 0 (absent: a VALUE compare
+ * on an absent key always fails) put both keys, else range both. One round
+ * trip, atomic, no check-then-put window. Refused with the same epoch and
+ * primary/endpoint = our own earlier write (a retry after a lost answer):
+ * success. Otherwise MRD_ESTALE with the stored epoch, a fencing event never
+ * retried blindly. A failed txn has no "succeeded" field (protobuf omits false).
  * read() is one txn without compare that ranges both keys (one snapshot).
- * A transport error moves a call to the next endpoint (each tried at most
- * once per call); safe since apply() is idempotent. Builders and parsers
- * are pure and unit-tested.
+ * A transport error moves a call to the next endpoint (each at most once per
+ * call; safe because apply() is idempotent). Builders/parsers are pure.
  */
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,23 +1,18 @@
 /*
- * PowerDNS cutover driver: points a service's DNS record at the new
- * primary's region through the authoritative server's HTTP API
- * (X-API-Key; zones under /api/v1/servers/<server_id>/zones/<zone>).
- *
- * apply() sends ONE PATCH with two rrsets, both changetype REPLACE: the
- * record (name, type A/AAAA/CNAME, ttl, values[region]) and the TXT
- * _meridian.<name> = "epoch=N primary=REGION". PowerDNS applies a PATCH in
- * one backend transaction and purges its caches, so DNS answers the new
- * value at once and the record never disagrees with its TXT. Re-running
- * apply() is harmless (REPLACE). PowerDNS has no compare-and-set: fencing
- * comes from the store and the etcd step that precede the dns step;
- * read() lets reconciliation see a stale epoch in the TXT.
- *
- * read() GETs the zone filtered on each name (rrset_name=, two requests)
- * and parses the record and the TXT epoch.
- *
- * Failures are reported through the callback with the MRD_E* of
- * mrd__cutover_http_status(); nothing is retried here (the operation state
- * machine retries). JSON builders and parsers are pure and unit-tested.
+ * PowerDNS cutover driver: points a service's record at the new primary's
+ * region through the authoritative HTTP API (X-API-Key; zones under
+ * /api/v1/servers/<server_id>/zones/<zone>).
+ * apply() sends ONE PATCH with two rrsets, changetype REPLACE: the record
+ * (name, A/AAAA/CNAME, ttl, values[region]) and the TXT _meridian.<name> =
+ * "epoch=N primary=REGION". PowerDNS applies a PATCH in one backend
+ * transaction and purges its caches: DNS answers the new value at once and
+ * the record never disagrees with its TXT. Re-running apply() is harmless.
+ * PowerDNS has no compare-and-set: fencing comes from the store and the etcd
+ * step before the dns step; read() lets reconciliation see the TXT epoch.
+ * read() GETs the zone filtered on each name (rrset_name=, two requests).
+ * Failures reach the callback as the MRD_E* of mrd__cutover_http_status();
+ * nothing is retried here (the operation state machine retries). JSON
+ * builders and parsers are pure and unit-tested.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
