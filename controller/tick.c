@@ -241,6 +241,7 @@ typedef struct {
     mrd_op_transition t;
     mrd__op_created_cb cb;
     void *data;
+    int old_fenced;
 } op_req;
 
 static const char *cmd_kind(mrd_op_action a)
@@ -260,7 +261,8 @@ static const char *cmd_kind(mrd_op_action a)
 }
 
 /* The agent commands of a transition as store rows. */
-static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_op_transition *t)
+static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_op_transition *t,
+                            int old_fenced)
 {
     json_t *rows = json_array();
     for (size_t i = 0; i < t->ncommands; i++) {
@@ -276,6 +278,8 @@ static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_o
             json_object_set_new(args, "primary_conninfo",
                                 json_string(leader ? leader->conninfo : ""));
         }
+        if (c->action == MRD_ACT_PROMOTE && old_fenced)
+            json_object_set_new(args, "old_primary_fenced", json_true());
         json_object_set_new(args, "operation", json_string(op->id));
         json_array_append_new(rows,
                               json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:o}", "id", c->command_id,
@@ -317,7 +321,7 @@ static void persist_done(int err, PGresult *res, void *data)
                 MRD_S("to", mrd_op_step_name(r->t.to)), MRD_S("why", r->t.why));
         mrd__service *s = mrd__service_find(ctl, r->service);
         if (s) {
-            json_t *rows = command_rows(s, &r->op, &r->t);
+            json_t *rows = command_rows(s, &r->op, &r->t, r->old_fenced);
             cache_commands(ctl, rows);
             json_decref(rows);
         }
@@ -361,7 +365,7 @@ static const char *persist_sql =
     " SELECT (SELECT count(*) FROM op), (SELECT count(*) FROM c)";
 
 static void op_persist(mrd_ctl *ctl, const mrd__service *s, const mrd_op *before,
-                       const mrd_op *after, const mrd_op_transition *t)
+                       const mrd_op *after, const mrd_op_transition *t, int old_fenced)
 {
     op_req *r = calloc(1, sizeof(*r));
     if (r == NULL)
@@ -370,10 +374,11 @@ static void op_persist(mrd_ctl *ctl, const mrd__service *s, const mrd_op *before
     snprintf(r->service, sizeof(r->service), "%s", s->name);
     r->op = *after;
     r->t = *t;
+    r->old_fenced = old_fenced;
     json_t *state = mrd__op_to_json(after);
     char *state_text = json_dumps(state, JSON_COMPACT);
     json_decref(state);
-    json_t *rows = command_rows(s, after, t);
+    json_t *rows = command_rows(s, after, t, old_fenced);
     char *rows_text = json_dumps(rows, JSON_COMPACT);
     json_decref(rows);
     int terminal = mrd_op_step_terminal(after->step);
@@ -419,9 +424,9 @@ static void issue_done(int err, PGresult *res, void *data)
 /* Re-issues the commands of the current step that the store does not have
  * yet (a new leader resuming, or a command lost). Idempotent by id. */
 static void op_issue(mrd_ctl *ctl, const mrd__service *s, const mrd_op *op,
-                     const mrd_op_transition *t, json_t *cmds)
+                     const mrd_op_transition *t, json_t *cmds, int old_fenced)
 {
-    json_t *rows = command_rows(s, op, t);
+    json_t *rows = command_rows(s, op, t, old_fenced);
     json_t *missing = json_array();
     size_t i;
     json_t *r;
@@ -554,9 +559,9 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
     if (t.result == MRD_OP_MOVE) {
         mrd_op after = op;
         mrd_op_apply(&after, &t, now);
-        op_persist(ctl, s, &op, &after, &t);
+        op_persist(ctl, s, &op, &after, &t, in.old_fence_confirmed);
     } else {
-        op_issue(ctl, s, &op, &t, cmds);
+        op_issue(ctl, s, &op, &t, cmds, in.old_fence_confirmed);
         for (size_t k = 0; k < t.ncommands; k++) {
             if (t.commands[k].action == MRD_ACT_REGISTRY || t.commands[k].action == MRD_ACT_DNS)
                 mrd__cutover_drive(ctl, s, &op, t.commands[k].action, now);
