@@ -9,9 +9,9 @@
  *
  * The noop driver remembers the last target per service in memory and
  * answers on the next loop iteration (a 0 ms timer per call), never from
- * inside apply()/read(); it refuses an epoch below the one it remembers with
- * MRD_ESTALE, like a fenced target. close() completes pending calls with
- * MRD_ECLOSED and frees the driver from the last timer's close callback.
+ * inside apply()/read(); like etcd it refuses with MRD_ESTALE an older epoch
+ * or the same epoch with another region. close() completes pending calls
+ * with MRD_ECLOSED and frees the driver from the last timer's close callback.
  */
 #include <inttypes.h>
 #include <openssl/evp.h>
@@ -462,7 +462,11 @@ static int noop_apply(mrd_cutover_driver *self, const mrd_cutover_target *t, mrd
     json_t *st = json_object_get(d->state, t->service);
     int status = 0;
     char message[128] = "";
-    if (st && json_integer_value(json_object_get(st, "epoch")) > t->epoch) {
+    json_int_t held = st ? json_integer_value(json_object_get(st, "epoch")) : -1;
+    const char *held_region = st ? json_string_value(json_object_get(st, "region")) : NULL;
+    /* Like etcd: an older epoch, or the same epoch with another primary. */
+    if (st && (held > t->epoch ||
+               (held == t->epoch && held_region && strcmp(held_region, t->primary_region)))) {
         status = MRD_ESTALE;
         snprintf(message, sizeof(message), "target holds epoch %" JSON_INTEGER_FORMAT,
                  json_integer_value(json_object_get(st, "epoch")));

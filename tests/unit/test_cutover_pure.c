@@ -704,6 +704,17 @@ Test(noop, apply_read_stale_and_close)
     cr_assert_eq(stale.epoch, 5);
     cr_assert_str_eq(stale.region, "us");
 
+    seen same = {0};
+    mrd_cutover_target other = target("db", 5, "eu");
+    cr_assert_eq(mrd_cutover_apply(d, &other, record, &same), 0);
+    run_bounded(&loop);
+    cr_assert_eq(same.status, MRD_ESTALE);
+    cr_assert_str_eq(same.region, "us");
+    seen again = {0};
+    cr_assert_eq(mrd_cutover_apply(d, &t, record, &again), 0);
+    run_bounded(&loop);
+    cr_assert_eq(again.status, 0);
+
     seen none = {0};
     cr_assert_eq(mrd_cutover_read(d, "other", record, &none), 0);
     run_bounded(&loop);
