@@ -236,6 +236,7 @@ static void flush(mrd_ctl *ctl)
         json_array_extend(members, json_object_get(entry, "members"));
         json_array_extend(results, json_object_get(entry, "results"));
     }
+    int notify = in->urgent || json_array_size(results) > 0;
     json_t *doc =
         json_pack("{s:o, s:o, s:o}", "nodes", nodes, "members", members, "results", results);
     char *text = json_dumps(doc, JSON_COMPACT);
@@ -250,7 +251,6 @@ static void flush(mrd_ctl *ctl)
     f->batch = in->batch;
     f->waiters = in->waiters;
     f->rows = in->batch_rows;
-    int notify = in->urgent || json_array_size(results) > 0;
     in->urgent = 0;
     in->batch = json_object();
     in->waiters = NULL;
@@ -259,7 +259,6 @@ static void flush(mrd_ctl *ctl)
     const char *params[3] = {text, ctl->cfg.name, notify ? "true" : "false"};
     int rc = mrd_pg_query(ctl->pg, flush_sql, 3, params, flush_done, f);
     free(text);
-    json_decref(results);
     if (rc != 0) {
         flush_done(rc, NULL, f);
         return;
