@@ -96,8 +96,11 @@ static void on_done(mrd__member *m, int err, const char *message, void *data)
     json_decref(c->args);
     free(c);
     m->busy = 0;
-    if (!a->stopping)
+    if (!a->stopping) {
         run_next(m);
+        /* report the result (and the state after it) now, not at the next beat */
+        mrd__heartbeat_asap(a);
+    }
 }
 
 static void dispatch(mrd__member *m, mrd__pending_cmd *c);

@@ -81,8 +81,40 @@ static void on_lease(mrd_http_request *req, mrd_http_response *res, void *data)
     mrd_http_respond_json(res, 200, out);
 }
 
+/* POST /v1/agent/poke: the leader pushes the commands it has persisted for
+ * this node (the shape of a heartbeat answer's "commands") and asks for a
+ * heartbeat now. Commands go through exactly the checks of those that come
+ * in a heartbeat answer (epoch, at most once per id). */
+static void on_poke(mrd_http_request *req, mrd_http_response *res, void *data)
+{
+    mrd__agent *a = data;
+    char err[256];
+    json_t *j = mrd_http_request_json(req, res);
+    if (!j)
+        return;
+    /* Decode as a heartbeat answer: one validator for commands. */
+    json_t *shape = json_pack(
+        "{s:b, s:i, s:{}, s:O, s:[]}", "recorded", 0, "heartbeat_ms", 1000, "services", "commands",
+        json_object_get(j, "commands") ? json_object_get(j, "commands") : json_array(), "ack");
+    json_decref(j);
+    mrd_hb_answer ans;
+    int rc = shape ? mrd_hb_answer_from_json(shape, &ans, err, sizeof(err)) : MRD_ENOMEM;
+    json_decref(shape);
+    if (rc) {
+        mrd_http_respond_error(res, 400, mrd_err_name(rc),
+                               rc == MRD_ENOMEM ? "out of memory" : err);
+        return;
+    }
+    for (size_t i = 0; i < ans.ncommands; i++)
+        mrd__commands_handle(a, &ans.commands[i]);
+    mrd_hb_answer_free(&ans);
+    mrd__heartbeat_asap(a);
+    mrd_http_respond_json(res, 200, json_pack("{s:b}", "ok", 1));
+}
+
 static const mrd_http_route routes[] = {
     {"POST", "/v1/peer/lease", MRD_ROLE_AGENT, on_lease},
+    {"POST", "/v1/agent/poke", MRD_ROLE_AGENT, on_poke},
 };
 
 int mrd__peer_server_start(mrd__agent *a)
