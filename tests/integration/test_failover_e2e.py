@@ -59,6 +59,9 @@ def switchover():
     svc = d.service()
     assert svc["primary_region"] == "us", svc
     assert svc["epoch"] >= 2, svc
+    # the other replica now streams from the new primary (rejoin step: follow)
+    h.wait_until(lambda: d.pg["ap"].sql_value("SELECT sender_port FROM pg_stat_wal_receiver")
+                 == d.pg["us"].port, 30, what="ap streams from us")
     # /metrics (open, Prometheus text format) tells the same from the leader
     leader = d.leader()
     import urllib.request
