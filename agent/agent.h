@@ -180,6 +180,7 @@ struct mrd__member {
     mrd__lease_grants grants; /* as granter (we are a replica) */
     uint64_t *peer_until;     /* as requester: lease end per peer (cfg order) */
     unsigned char *peer_busy; /* a lease request to that peer is in flight */
+    uint64_t lease_logged_ms; /* last lease refusal logged at warn (rate limit) */
     int self_fenced;          /* this process fenced it for isolation */
     int self_fencing;         /* fence in progress */
 };
@@ -218,6 +219,8 @@ struct mrd__agent {
     int64_t seq;
     size_t controller; /* index of the controller in use */
     int hb_in_flight;
+    int beat_asap;      /* send a heartbeat as soon as the members' state is fresh */
+    int beat_urgent;    /* the next heartbeat is urgent (after a command or a poke) */
     size_t hb_attempts; /* controllers tried for the current beat */
     uint64_t hb_sent_ms;
     int have_contact;
@@ -285,6 +288,11 @@ size_t mrd__peer_untils(const mrd__agent *a, const mrd__member *m, uint64_t *unt
 
 /* heartbeat.c */
 int mrd__heartbeat_start(mrd__agent *a);
+/* Refreshes the members' state and sends an urgent heartbeat as soon as it
+ * is fresh (after a command, or when the leader pokes). */
+void mrd__heartbeat_asap(mrd__agent *a);
+/* Called when a status query ends: sends the beat asked for, if due. */
+void mrd__heartbeat_asap_check(mrd__agent *a);
 void mrd__heartbeat_stop(mrd__agent *a);
 const mrd__service_view *mrd__service_find(const mrd__agent *a, const char *service);
 

@@ -48,6 +48,10 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
     snprintf(r->node, sizeof(r->node), "%s", a->cfg.node);
     snprintf(r->region, sizeof(r->region), "%s", a->cfg.region);
     r->seq = ++a->seq;
+    r->urgent = a->beat_urgent;
+    if (a->cfg.listen_port > 0)
+        snprintf(r->api_url, sizeof(r->api_url), "http://%s:%d", a->cfg.listen_host,
+                 a->cfg.listen_port);
     r->epochs = calloc(a->nmembers + 1, sizeof(*r->epochs));
     r->members = calloc(a->nmembers + 1, sizeof(*r->members));
     r->checks = calloc(a->nchecks + 1, sizeof(*r->checks));
@@ -99,7 +103,8 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
         if (!c->ok)
             mrd__strlcpy(x->error, c->output, sizeof(x->error));
     }
-    memcpy(r->results, a->results, a->nresults * sizeof(*r->results));
+    if (a->nresults)
+        memcpy(r->results, a->results, a->nresults * sizeof(*r->results));
     r->nresults = a->nresults;
     return 0;
 }
@@ -180,6 +185,7 @@ static void on_beat(const mrd_http_client_result *res, void *data)
         return;
     if (ok) {
         a->first_round_done = 1;
+        mrd__heartbeat_asap_check(a);
         return;
     }
     /* try the next controller at once, each at most once per beat */
@@ -220,12 +226,37 @@ static void send_beat(mrd__agent *a)
     req.timeout_ms = (long)a->cfg.request_timeout_ms;
     req.max_response_bytes = 4 * 1024 * 1024;
     a->hb_sent_ms = mrd__now_ms(a);
+    a->beat_urgent = 0;
     int rc = mrd_http_client_request(a->http, &req, on_beat, a);
     free(body);
     if (rc == 0)
         a->hb_in_flight = 1;
     else
         mrd_log(MRD_LOG_ERROR, "cannot send heartbeat", MRD_S("error", mrd_strerror(rc)));
+}
+
+/* Sends the heartbeat asked for by mrd__heartbeat_asap() once no status
+ * query runs and no other beat is in flight. */
+void mrd__heartbeat_asap_check(mrd__agent *a)
+{
+    if (!a->beat_asap || a->stopping || a->hb_in_flight)
+        return;
+    for (size_t i = 0; i < a->nmembers; i++)
+        if (a->members[i].status_in_flight)
+            return;
+    a->beat_asap = 0;
+    a->beat_urgent = 1;
+    a->hb_attempts = 0;
+    send_beat(a);
+}
+
+void mrd__heartbeat_asap(mrd__agent *a)
+{
+    if (a->stopping)
+        return;
+    a->beat_asap = 1;
+    mrd__members_poll(a);
+    mrd__heartbeat_asap_check(a);
 }
 
 static void on_hb_timer(uv_timer_t *t)

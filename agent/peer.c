@@ -23,6 +23,21 @@
 #include "meridian/error.h"
 #include "meridian/log.h"
 
+/* Refusals are logged at warn at most every 5 s per member, else debug:
+ * a primary asks every heartbeat. */
+static mrd_log_level lease_log_level(mrd__agent *a, mrd__member *m, int granted)
+{
+    if (granted)
+        return MRD_LOG_DEBUG;
+    if (!m)
+        return MRD_LOG_WARN;
+    uint64_t now = mrd__now_ms(a);
+    if (m->lease_logged_ms && now - m->lease_logged_ms < 5000)
+        return MRD_LOG_DEBUG;
+    m->lease_logged_ms = now;
+    return MRD_LOG_WARN;
+}
+
 /* ---- server ---- */
 
 static void on_lease(mrd_http_request *req, mrd_http_response *res, void *data)
@@ -54,7 +69,7 @@ static void on_lease(mrd_http_request *req, mrd_http_response *res, void *data)
         mrd__lease_grant(&m->grants, highest, &lr, mrd__now_ms(a), a->cfg.isolation_timeout_ms,
                          &ans);
     }
-    mrd_log(ans.granted ? MRD_LOG_DEBUG : MRD_LOG_WARN,
+    mrd_log(lease_log_level(a, m, ans.granted),
             ans.granted ? "peer lease granted" : "peer lease refused", MRD_S("from", lr.node),
             MRD_S("service", lr.service), MRD_I("epoch", lr.epoch), MRD_I("ttl_ms", ans.ttl_ms),
             MRD_S("reason", ans.reason));
@@ -66,8 +81,40 @@ static void on_lease(mrd_http_request *req, mrd_http_response *res, void *data)
     mrd_http_respond_json(res, 200, out);
 }
 
+/* POST /v1/agent/poke: the leader pushes the commands it has persisted for
+ * this node (the shape of a heartbeat answer's "commands") and asks for a
+ * heartbeat now. Commands go through exactly the checks of those that come
+ * in a heartbeat answer (epoch, at most once per id). */
+static void on_poke(mrd_http_request *req, mrd_http_response *res, void *data)
+{
+    mrd__agent *a = data;
+    char err[256];
+    json_t *j = mrd_http_request_json(req, res);
+    if (!j)
+        return;
+    /* Decode as a heartbeat answer: one validator for commands. */
+    json_t *shape = json_pack(
+        "{s:b, s:i, s:{}, s:O, s:[]}", "recorded", 0, "heartbeat_ms", 1000, "services", "commands",
+        json_object_get(j, "commands") ? json_object_get(j, "commands") : json_array(), "ack");
+    json_decref(j);
+    mrd_hb_answer ans;
+    int rc = shape ? mrd_hb_answer_from_json(shape, &ans, err, sizeof(err)) : MRD_ENOMEM;
+    json_decref(shape);
+    if (rc) {
+        mrd_http_respond_error(res, 400, mrd_err_name(rc),
+                               rc == MRD_ENOMEM ? "out of memory" : err);
+        return;
+    }
+    for (size_t i = 0; i < ans.ncommands; i++)
+        mrd__commands_handle(a, &ans.commands[i]);
+    mrd_hb_answer_free(&ans);
+    mrd__heartbeat_asap(a);
+    mrd_http_respond_json(res, 200, json_pack("{s:b}", "ok", 1));
+}
+
 static const mrd_http_route routes[] = {
     {"POST", "/v1/peer/lease", MRD_ROLE_AGENT, on_lease},
+    {"POST", "/v1/agent/poke", MRD_ROLE_AGENT, on_poke},
 };
 
 int mrd__peer_server_start(mrd__agent *a)
@@ -160,7 +207,7 @@ static void on_lease_answer(const mrd_http_client_result *r, void *data)
         return;
     }
     if (!ans.granted)
-        mrd_log(MRD_LOG_WARN, "peer refused a lease", MRD_S("peer", p->name),
+        mrd_log(lease_log_level(a, m, 0), "peer refused a lease", MRD_S("peer", p->name),
                 MRD_S("service", m->cfg->service), MRD_I("epoch", ans.epoch),
                 MRD_S("reason", ans.reason));
     mrd__lease_record(&m->peer_until[call->peer], call->sent_ms, &ans);

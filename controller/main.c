@@ -20,18 +20,47 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: meridian-controller [migrate] --config FILE\n"
-               "       meridian-controller --version\n");
+    fprintf(
+        f,
+        "usage: meridian-controller --config FILE           run\n"
+        "       meridian-controller migrate --config FILE   apply the store's migrations and exit\n"
+        "       meridian-controller check --config FILE     validate the configuration and exit\n"
+        "       meridian-controller --version\n");
+}
+
+static void listen_done(int err, PGresult *res, void *data)
+{
+    (void)res;
+    (void)data;
+    if (err != 0)
+        mrd_log(MRD_LOG_WARN, "cannot listen for store notifications",
+                MRD_S("error", mrd_strerror(err)));
 }
 
 static void on_pg_state(mrd_pg *pg, int connected, void *data)
 {
     mrd_ctl *ctl = data;
-    (void)pg;
     mrd_log(connected ? MRD_LOG_INFO : MRD_LOG_WARN,
             connected ? "store connected" : "store connection lost");
-    if (connected)
+    if (connected) {
         mrd__store_migrate_async(ctl);
+        mrd_pg_query(pg, "LISTEN meridian_ingest", 0, NULL, listen_done, ctl);
+        mrd_pg_query(pg, "LISTEN meridian_commands", 0, NULL, listen_done, ctl);
+    }
+}
+
+/* Another controller recorded something an operation may wait for. */
+static void on_pg_notify(mrd_pg *pg, const char *channel, const char *payload, void *data)
+{
+    mrd_ctl *ctl = data;
+    (void)pg;
+    (void)payload;
+    if (strcmp(channel, "meridian_commands") == 0)
+        mrd__ingest_refresh_now(ctl);
+    else if (mrd__lease_is_leader(ctl)) {
+        ctl->tick_wanted = 1;
+        mrd__tick_cron(ctl, mrd__now_ms());
+    }
 }
 
 static void cron(uv_timer_t *t)
@@ -60,6 +89,11 @@ static void http_stopped(void *arg)
     mrd_ctl *ctl = arg;
     ctl->http = NULL;
     mrd__ingest_close(ctl);
+    if (ctl->http_client)
+        mrd_http_client_close(ctl->http_client);
+    ctl->http_client = NULL;
+    json_decref(ctl->poked);
+    ctl->poked = NULL;
     json_decref(ctl->snapshot);
     ctl->snapshot = NULL;
     mrd_pg_stop(ctl->pg, pg_closed, ctl);
@@ -95,6 +129,7 @@ static int run(mrd_ctl *ctl)
     memset(&po, 0, sizeof(po));
     po.conninfo = ctl->cfg.store;
     po.on_state = on_pg_state;
+    po.on_notify = on_pg_notify;
     po.data = ctl;
     po.query_timeout_ms = ctl->cfg.lease_ttl_ms / 2;
     int rc = mrd_pg_start(&ctl->pg, ctl->loop, &po);
@@ -104,6 +139,9 @@ static int run(mrd_ctl *ctl)
         return 1;
     }
     mrd__ingest_init(ctl);
+    ctl->poked = json_object();
+    if (mrd_http_client_init(&ctl->http_client, ctl->loop) != 0)
+        ctl->http_client = NULL;
     ctl->heartbeat_ms = 1000;
     for (size_t i = 0; i < ctl->nservices; i++)
         if (i == 0 || ctl->services[i].policy.heartbeat_ms < ctl->heartbeat_ms)
@@ -140,7 +178,7 @@ static int run(mrd_ctl *ctl)
 
 int main(int argc, char **argv)
 {
-    int migrate_only = 0;
+    int migrate_only = 0, check_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {
             printf("meridian-controller %s\n", MERIDIAN_VERSION);
@@ -152,6 +190,8 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "migrate") == 0)
             migrate_only = 1;
+        if (strcmp(argv[i], "check") == 0)
+            check_only = 1;
     }
     const char *path = mrd_cfg_arg(argc, argv);
     if (path == NULL) {
@@ -168,6 +208,11 @@ int main(int argc, char **argv)
     }
     mrd_log_set_level(ctl.cfg.log_level);
     int rc;
+    if (check_only) {
+        printf("%s: valid (%zu regions, %zu services)\n", path, ctl.nregions, ctl.nservices);
+        mrd__ctl_config_free(&ctl);
+        return 0;
+    }
     if (migrate_only) {
         int applied = 0;
         rc = mrd__store_migrate(ctl.cfg.store, &applied, err, sizeof(err));

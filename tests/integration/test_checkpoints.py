@@ -30,7 +30,9 @@ region eu with streaming replicas in us and ap; one meridian-agent per node
 Timing figures are printed; bounds are generous (loaded 2-core machine).
 """
 
+import re
 import time
+import urllib.request
 
 from meridian_harness import (PgCluster, Controller, Agent, TempDir, fixture, test, run_all,
                               wait_until, wait_for_leader, log, require_env, lsn_to_int,
@@ -147,6 +149,18 @@ def recovery(ctl):
     return {r["region"]: r for r in body["regions"]}
 
 
+def metrics(ctl):
+    """GET /metrics (open) -> {(name, region): value} of the checkpoint gauges."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(ctl.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for m in re.finditer(r'^(meridian_recovery_point_age_seconds|meridian_replication_lag_bytes)'
+                         r'\{service="orders",region="(\w+)"\} (\S+)$', text, re.M):
+        out[(m.group(1), m.group(2))] = float(m.group(3))
+    return out
+
+
 def checkpoint_after_write(e, ctl=None):
     lsn = write(e, 50)
     wait_until(lambda: known_primary_position(e) >= lsn, 15,
@@ -240,6 +254,13 @@ def test_paused_region():
         assert rec2["us"]["rpo_seconds"] < 6.0, rec2
         assert rec2["ap"]["lag_bytes"] > 0 and rec2["us"]["lag_bytes"] is not None, rec2
         assert rec2["eu"]["primary"] is True and rec2["eu"]["lag_bytes"] == 0, rec2
+        for c in e.ctls:  # leader and follower both export them
+            m = metrics(c)
+            log("%s metrics: %s" % (c.name, m))
+            age = m[("meridian_recovery_point_age_seconds", "ap")]
+            assert age > m[("meridian_recovery_point_age_seconds", "us")] + 1.0, m
+            assert m[("meridian_replication_lag_bytes", "ap")] > 0, m
+            assert m[("meridian_replication_lag_bytes", "eu")] == 0, m
     finally:
         e.pgs["ap"].resume_replay()
     code, got, dt = poll(fo, body["id"], 15000)
