@@ -4,8 +4,8 @@
  *
  * - Every controller refreshes one state document from the store (services,
  *   members, pending checkpoints, recovery points; one statement) every
- *   tick_ms when leader or when long-polls wait (then also after each of
- *   its own heartbeat flushes), else every second; the result feeds the
+ *   tick_ms when leader, every 100 ms while long-polls wait (and after each
+ *   of its own heartbeat flushes), else every second; the result feeds the
  *   metrics and re-checks the waiting long-polls, so a follower answers as
  *   soon as the store shows the positions, without waiting for the leader.
  * - The leader additionally: creates automatic checkpoints per service every
@@ -16,6 +16,9 @@
  *   deletes checkpoints older than checkpoint_retention_ms in batches of
  *   1000 (one statement at a time, so heartbeat flushes interleave), keeping
  *   each region's recovery point. Every write is guarded by is_leader().
+ *   While somebody likely waits for a checkpoint (a local long-poll, or an
+ *   on-demand one younger than 60 s), it pokes the agents of the regions
+ *   that have not reached it for a fresh report (mrd__poke, rate-limited).
  * - Long-polls wait in memory; a 50 ms timer answers them at their deadline,
  *   drops clients that left, and at stop answers everything (503) and frees
  *   the state. A failed query is retried at the next period; nothing here
@@ -33,6 +36,7 @@
 #define RETENTION_BATCH 1000
 #define RETENTION_EVERY 1000
 #define FOLLOWER_EVERY  1000
+#define WAITING_EVERY   100
 #define TIMER_MS        50
 #define CREATE_RETRY_MS 100
 #define MAX_MEMBERS     256
@@ -705,6 +709,31 @@ static const char *marks_sql =
     "  (SELECT coalesce(json_agg(json_build_object('id', id, 'service', service, 'epoch', epoch,"
     "   'operation_id', lost_operation_id)), '[]') FROM lost)";
 
+/* Somebody probably waits for c: a local long-poll, or an on-demand
+ * checkpoint younger than the longest wait. */
+static int wanted_soon(mrd_ctl *ctl, json_t *doc, json_t *cj, uint64_t id)
+{
+    for (ckpt_waiter *w = ctl->ckpt ? ctl->ckpt->waiters : NULL; w; w = w->next)
+        if (w->id == id)
+            return 1;
+    return strcmp(jstr(cj, "kind"), "manual") == 0 &&
+           jnum(doc, "now_ms") < jnum(cj, "created_ms") + MRD__CKPT_MAX_WAIT_MS;
+}
+
+/* Asks the agents of the regions that have not reached it for a fresh
+ * report now (mrd__poke: leader only, rate-limited per node), instead of
+ * waiting for their next heartbeat. */
+static void poke_pending(mrd_ctl *ctl, const mrd__service *s, const mrd__ckpt_mark *m, size_t nr)
+{
+    for (size_t i = 0; i < nr; i++) {
+        if (m[i].reached)
+            continue;
+        for (size_t k = 0; k < s->nmembers; k++)
+            if (strcmp(s->members[k].region, m[i].region) == 0)
+                mrd__poke(ctl, s->members[k].node, 0);
+    }
+}
+
 /* The leader: persist what the refresh found. */
 static void leader_marks(mrd_ctl *ctl, json_t *doc)
 {
@@ -741,6 +770,8 @@ static void leader_marks(mrd_ctl *ctl, json_t *doc)
                 if (m[i].reached && strcmp(m[i].region, d->svc.primary_region) == 0)
                     primary_reached = 1;
             }
+            if (n < nr && wanted_soon(ctl, doc, cj, c.id))
+                poke_pending(ctl, s, m, nr);
             if (n == nr && nr > 0)
                 json_array_append_new(complete, json_integer((json_int_t)c.id));
             else if (mrd__ckpt_is_lost(&c, &d->svc, primary, primary_reached))
@@ -837,7 +868,9 @@ static void refresh(mrd_ctl *ctl, ckpt_state *st, uint64_t now, int leader)
     if (mrd__ckpt_state_query(ctl, "", text, WINDOW, refresh_done, ctl) == 0) {
         st->refresh_busy = 1;
         st->refresh_wanted = 0;
-        uint64_t period = leader || st->waiters ? ctl->cfg.tick_ms : FOLLOWER_EVERY;
+        uint64_t period = leader ? ctl->cfg.tick_ms : FOLLOWER_EVERY;
+        if (st->waiters && period > WAITING_EVERY)
+            period = WAITING_EVERY;
         st->next_refresh_ms = now + (period < 20 ? 20 : period);
     }
     free(text);

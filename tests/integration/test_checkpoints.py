@@ -60,6 +60,7 @@ def service_cfg(pgs, interval_ms=1000, retention_ms=None):
 
 def controller_extra(pgs, **kw):
     return {"tokens": TOKENS + [{"name": "app", "token": APP_TOKEN, "role": "app"}],
+            "agent_token": PEER_TOKEN,  # pokes: fresh reports while someone waits
             "regions": [{"name": r, "priority": i + 1} for i, r in enumerate(REGIONS)],
             "services": [service_cfg(pgs, **kw)]}
 
@@ -196,9 +197,8 @@ def test_reached_and_early_answer():
 
     # a position the replicas cannot have reported yet: the long-poll wakes
     # up when they do
-    lsn_text = e.pgs["eu"].sql_value(
-        "INSERT INTO t (v) SELECT 'y' FROM generate_series(1, 100) RETURNING "
-        "pg_current_wal_lsn()::text")
+    e.pgs["eu"].sql("INSERT INTO t (v) SELECT 'y' FROM generate_series(1, 100)")
+    lsn_text = e.pgs["eu"].sql_value("SELECT pg_current_wal_lsn()::text")
     code, body3 = create(ld, {"position": lsn_text})
     assert code == 201, (code, body3)
     code, got, dt = poll(ld, body3["id"], 10000)
@@ -275,8 +275,8 @@ def test_paused_region():
 def test_client_position():
     e = env()
     fo = follower(e)
-    lsn_text = e.pgs["eu"].sql_value(
-        "INSERT INTO t (v) VALUES ('client') RETURNING pg_current_wal_lsn()::text")
+    e.pgs["eu"].sql("INSERT INTO t (v) VALUES ('client')")
+    lsn_text = e.pgs["eu"].sql_value("SELECT pg_current_wal_lsn()::text")
     # any controller creates when the client gives the position; the
     # primary's report may lag a heartbeat behind: the controller waits
     code, body = create(fo, {"position": lsn_text}, token=APP_TOKEN)
