@@ -652,6 +652,10 @@ int mrd__ckpt_wait_add(mrd_ctl *ctl, mrd_http_response *res, const char *service
     w->next = st->waiters;
     st->waiters = w;
     st->nwaiters++;
+    /* The next refresh may have been planned at the idle pace. */
+    uint64_t soon = mrd__now_ms() + WAITING_EVERY;
+    if (st->next_refresh_ms > soon)
+        st->next_refresh_ms = soon;
     return 0;
 }
 
