@@ -385,8 +385,8 @@ static int check_key(ectx *e, const char *prefix, const char *key, size_t bufsiz
     size_t len = strlen(key);
     if (len == 0)
         return fail(e, prefix, NULL, "keys must not be empty");
-    if (len >= bufsize)
-        return fail(e, prefix, key, "name must be at most %zu bytes", bufsize - 1);
+    if (len >= bufsize) /* the key itself is not repeated: it may be huge */
+        return fail(e, prefix, NULL, "keys must be at most %zu bytes", bufsize - 1);
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)key[i];
         if (ch < 0x20 || ch == 0x7f)
@@ -584,7 +584,7 @@ static int decode_result(ectx *e, const json_t *v, const char *path, mrd_hb_resu
 
 static int decode_request(ectx *e, const json_t *j, mrd_hb_request *r)
 {
-    char path[96];
+    char path[160];
     int rc;
     const json_t *arr, *map;
     if (!json_is_object(j))
@@ -734,7 +734,7 @@ static int decode_command(ectx *e, const json_t *v, const char *path, mrd_hb_com
 
 static int decode_answer(ectx *e, const json_t *j, mrd_hb_answer *a)
 {
-    char path[96];
+    char path[160];
     int rc;
     const json_t *arr, *map;
     if (!json_is_object(j))

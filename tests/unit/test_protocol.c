@@ -448,3 +448,15 @@ Test(protocol, encode_refuses_out_of_range_enum)
     cr_assert_null(mrd_hb_request_to_json(&r));
     mrd_hb_request_free(&r);
 }
+
+Test(protocol, long_map_key_not_repeated_in_error)
+{
+    char key[300], text[512], err[256];
+    memset(key, 'k', sizeof(key) - 1);
+    key[sizeof(key) - 1] = '\0';
+    snprintf(text, sizeof(text),
+             "{\"recorded\":true,\"heartbeat_ms\":1000,\"services\":{\"%s\":{}}}", key);
+    mrd_hb_answer a;
+    cr_assert_eq(mrd_hb_answer_parse(text, strlen(text), &a, err, sizeof(err)), MRD_EPARSE);
+    cr_assert_str_eq(err, "services: keys must be at most 127 bytes");
+}
