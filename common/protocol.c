@@ -683,7 +683,7 @@ int mrd_hb_request_from_json(const json_t *j, mrd_hb_request *out, char *err, si
  * scalars (strings bounded in length). */
 static int check_args(ectx *e, const json_t *v, const char *path)
 {
-    char sub[128];
+    char sub[192];
     snprintf(sub, sizeof(sub), "%s.args", path);
     if (!json_is_object(v))
         return fail(e, path, "args", "must be an object");
