@@ -55,6 +55,7 @@ struct mrd_pg {
     uint64_t reconnect_min_ms, reconnect_max_ms, connect_timeout_ms, query_timeout_ms;
     size_t max_queue;
     mrd_pg_state_cb on_state;
+    mrd_pg_notify_cb on_notify;
     void *data;
 
     pg_state state;
@@ -498,14 +499,17 @@ static void pg_on_poll(uv_poll_t *h, int status, int events)
         pg_lost(pg, PQerrorMessage(pg->conn), MRD_ESTORE);
         return;
     }
-    if (pg->inflight) {
-        pg_read_results(pg);
-        return;
-    }
-    /* Idle: drop notices and anything else the server sent. */
+    /* Notifications first: a callback may queue queries (or stop us). */
     PGnotify *n;
-    while ((n = PQnotifies(pg->conn)) != NULL)
+    while (pg->state == PG_CONNECTED && (n = PQnotifies(pg->conn)) != NULL) {
+        if (pg->on_notify)
+            pg->on_notify(pg, n->relname, n->extra, pg->data);
         PQfreemem(n);
+    }
+    if (pg->state != PG_CONNECTED)
+        return;
+    if (pg->inflight)
+        pg_read_results(pg);
 }
 
 /* ---- public ---- */
@@ -535,6 +539,7 @@ int mrd_pg_start(mrd_pg **out, uv_loop_t *loop, const mrd_pg_options *opt)
         opt->query_timeout_ms ? opt->query_timeout_ms : PG_DEFAULT_QUERY_TIMEOUT_MS;
     pg->max_queue = opt->max_queue ? opt->max_queue : PG_DEFAULT_MAX_QUEUE;
     pg->on_state = opt->on_state;
+    pg->on_notify = opt->on_notify;
     pg->data = opt->data;
     pg->backoff_ms = pg->reconnect_min_ms;
     pg->seed = (unsigned int)(uv_hrtime() ^ (uint64_t)(uintptr_t)pg ^ (uint64_t)getpid());
