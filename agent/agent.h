@@ -88,8 +88,9 @@ typedef struct {
     size_t ncontrollers;
     uint64_t heartbeat_ms, isolation_timeout_ms, request_timeout_ms;
     char listen_host[64];
-    int listen_port;     /* -1: no peer API */
-    json_t *peer_tokens; /* borrowed from root; for mrd_auth_init */
+    int listen_port;                    /* -1: no peer API */
+    char api_url[MRD_PROTO_TARGET_MAX]; /* where controllers poke us ("": nowhere) */
+    json_t *peer_tokens;                /* borrowed from root; for mrd_auth_init */
     mrd__peer_cfg *peers;
     size_t npeers;
     mrd__member_cfg *members;
@@ -201,6 +202,9 @@ struct mrd__agent {
     mrd_auth *auth;
     uv_timer_t hb_timer;
     uv_timer_t tick_timer;
+    uv_timer_t now_timer; /* an urgent heartbeat on the next iteration */
+    int hb_again;         /* another beat right after the one in flight */
+    int hb_urgent;        /* the next beat is urgent */
     uv_signal_t sigterm, sigint;
     mrd__member *members;
     size_t nmembers;
@@ -259,7 +263,10 @@ void mrd__members_stop(mrd__agent *a);
  * in flight per member). */
 void mrd__members_poll(mrd__agent *a);
 /* Actions. done(err, message, data): err 0 on success. */
-typedef void (*mrd__action_cb)(mrd__member *m, int err, const char *message, void *data);
+/* position: fence of a PostgreSQL member: pg_current_wal_lsn once fenced
+ * (0: unknown). */
+typedef void (*mrd__action_cb)(mrd__member *m, int err, const char *message, int64_t position,
+                               void *data);
 void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data);
 void mrd__member_unfence(mrd__member *m, mrd__action_cb done, void *data);
 void mrd__member_promote(mrd__member *m, mrd__action_cb done, void *data);
@@ -272,10 +279,10 @@ mrd__member *mrd__member_of_service(mrd__agent *a, const char *service);
 void mrd__commands_handle(mrd__agent *a, const mrd_hb_command *cmd);
 void mrd__results_ack(mrd__agent *a, const mrd_hb_ack *ack, size_t nack);
 void mrd__result_add(mrd__agent *a, const char *id, mrd_result_status status, const char *error,
-                     int64_t epoch);
+                     int64_t epoch, int64_t position);
 void mrd__commands_stop(mrd__agent *a);
 
-/* peer.c */
+/* peer.c: the agent's HTTP API (peer leases, controller pokes) */
 int mrd__peer_server_start(mrd__agent *a);
 void mrd__peer_server_stop(mrd__agent *a);
 /* Requests leases from the peers for every primary member. */
@@ -288,6 +295,9 @@ size_t mrd__peer_untils(const mrd__agent *a, const mrd__member *m, uint64_t *unt
 int mrd__heartbeat_start(mrd__agent *a);
 void mrd__heartbeat_stop(mrd__agent *a);
 const mrd__service_view *mrd__service_find(const mrd__agent *a, const char *service);
+/* Sends an "urgent" heartbeat on the next loop iteration (after a command
+ * result or a poke); if one is in flight, another follows it at once. */
+void mrd__heartbeat_now(mrd__agent *a);
 
 /* Logs and marks the agent to stop with code; main.c's stop sequence. */
 void mrd__agent_stop(mrd__agent *a, int code);

@@ -39,6 +39,7 @@ const mrd__service_view *mrd__service_find(const mrd__agent *a, const char *serv
 }
 
 static void send_beat(mrd__agent *a);
+static void on_now_timer(uv_timer_t *t);
 
 /* ---- request ---- */
 
@@ -47,6 +48,9 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
     mrd_hb_request_init(r);
     snprintf(r->node, sizeof(r->node), "%s", a->cfg.node);
     snprintf(r->region, sizeof(r->region), "%s", a->cfg.region);
+    snprintf(r->api_url, sizeof(r->api_url), "%s", a->cfg.api_url);
+    r->urgent = a->hb_urgent;
+    a->hb_urgent = 0;
     r->seq = ++a->seq;
     r->epochs = calloc(a->nmembers + 1, sizeof(*r->epochs));
     r->members = calloc(a->nmembers + 1, sizeof(*r->members));
@@ -181,6 +185,10 @@ static void on_beat(const mrd_http_client_result *res, void *data)
         return;
     if (ok) {
         a->first_round_done = 1;
+        if (a->hb_again) { /* a result or a poke came while this beat was out */
+            a->hb_again = 0;
+            uv_timer_start(&a->now_timer, on_now_timer, 0, 0);
+        }
         return;
     }
     /* try the next controller at once, each at most once per beat */
@@ -229,6 +237,32 @@ static void send_beat(mrd__agent *a)
         mrd_log(MRD_LOG_ERROR, "cannot send heartbeat", MRD_S("error", mrd_strerror(rc)));
 }
 
+static void on_now_timer(uv_timer_t *t)
+{
+    mrd__agent *a = t->data;
+    if (a->stopping)
+        return;
+    if (a->hb_in_flight) {
+        a->hb_again = 1;
+        return;
+    }
+    mrd__members_poll(a);
+    a->hb_urgent = 1;
+    a->hb_attempts = 0;
+    send_beat(a);
+}
+
+void mrd__heartbeat_now(mrd__agent *a)
+{
+    if (a->stopping || !a->now_timer.loop)
+        return;
+    a->hb_urgent = 1;
+    if (a->hb_in_flight)
+        a->hb_again = 1;
+    else
+        uv_timer_start(&a->now_timer, on_now_timer, 0, 0);
+}
+
 static void on_hb_timer(uv_timer_t *t)
 {
     mrd__agent *a = t->data;
@@ -244,9 +278,11 @@ static void on_hb_timer(uv_timer_t *t)
 
 /* ---- self-fencing ---- */
 
-static void on_self_fenced(mrd__member *m, int err, const char *message, void *data)
+static void on_self_fenced(mrd__member *m, int err, const char *message, int64_t position,
+                           void *data)
 {
     (void)data;
+    (void)position;
     m->self_fencing = 0;
     if (err) {
         mrd_log(MRD_LOG_ERROR, "self-fence failed, retrying", MRD_S("member", m->cfg->name),
@@ -295,7 +331,8 @@ int mrd__heartbeat_start(mrd__agent *a)
     a->started_ms = mrd__now_ms(a);
     uv_timer_init(a->loop, &a->hb_timer);
     uv_timer_init(a->loop, &a->tick_timer);
-    a->hb_timer.data = a->tick_timer.data = a;
+    uv_timer_init(a->loop, &a->now_timer);
+    a->hb_timer.data = a->tick_timer.data = a->now_timer.data = a;
     uint64_t tick = a->cfg.heartbeat_ms / 4;
     if (tick > 100)
         tick = 100;
@@ -314,7 +351,8 @@ static void timer_closed(uv_handle_t *h)
 
 void mrd__heartbeat_stop(mrd__agent *a)
 {
-    a->open_handles += 2;
+    a->open_handles += 3;
     uv_close((uv_handle_t *)&a->hb_timer, timer_closed);
     uv_close((uv_handle_t *)&a->tick_timer, timer_closed);
+    uv_close((uv_handle_t *)&a->now_timer, timer_closed);
 }

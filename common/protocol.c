@@ -742,6 +742,32 @@ static int decode_command(ectx *e, const json_t *v, const char *path, mrd_hb_com
     return c->args ? 0 : MRD_ENOMEM;
 }
 
+/* The "commands" array of an answer or a poke. */
+static int decode_commands(ectx *e, const json_t *j, mrd_hb_answer *a)
+{
+    char path[160];
+    const json_t *arr;
+    int rc;
+    if ((rc = get_array(e, j, "commands", MRD_PROTO_MAX_COMMANDS, &arr)))
+        return rc;
+    if (!arr)
+        return 0;
+    if (!(a->commands = alloc_array(json_array_size(arr), sizeof(*a->commands))))
+        return MRD_ENOMEM;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        mrd_hb_command *c = &a->commands[i];
+        rc = decode_command(e, json_array_get(arr, i), P("commands[%zu]", i), c);
+        if (c->args)
+            a->ncommands++; /* so that _free releases args */
+        if (rc)
+            return rc;
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(a->commands[k].id, c->id) == 0)
+                return fail(e, path, "id", "duplicate command id %s", c->id);
+    }
+    return 0;
+}
+
 static int decode_answer(ectx *e, const json_t *j, mrd_hb_answer *a)
 {
     char path[160];
@@ -779,23 +805,8 @@ static int decode_answer(ectx *e, const json_t *j, mrd_hb_answer *a)
         }
     }
 
-    if ((rc = get_array(e, j, "commands", MRD_PROTO_MAX_COMMANDS, &arr)))
+    if ((rc = decode_commands(e, j, a)))
         return rc;
-    if (arr) {
-        if (!(a->commands = alloc_array(json_array_size(arr), sizeof(*a->commands))))
-            return MRD_ENOMEM;
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            mrd_hb_command *c = &a->commands[i];
-            rc = decode_command(e, json_array_get(arr, i), P("commands[%zu]", i), c);
-            if (c->args)
-                a->ncommands++; /* so that _free releases args */
-            if (rc)
-                return rc;
-            for (size_t k = 0; k < i; k++)
-                if (strcmp(a->commands[k].id, c->id) == 0)
-                    return fail(e, path, "id", "duplicate command id %s", c->id);
-        }
-    }
 
     if ((rc = get_array(e, j, "ack", MRD_PROTO_MAX_ACK, &arr)))
         return rc;
@@ -823,6 +834,22 @@ int mrd_hb_answer_from_json(const json_t *j, mrd_hb_answer *out, char *err, size
     if (err && errlen)
         err[0] = '\0';
     int rc = decode_answer(&e, j, out);
+    if (rc) {
+        if (rc == MRD_ENOMEM && err && errlen)
+            snprintf(err, errlen, "out of memory");
+        mrd_hb_answer_free(out);
+    }
+    return rc;
+}
+
+int mrd_hb_poke_from_json(const json_t *j, mrd_hb_answer *out, char *err, size_t errlen)
+{
+    ectx e = {err, errlen};
+    mrd_hb_answer_init(out);
+    if (err && errlen)
+        err[0] = '\0';
+    int rc = json_is_object(j) ? decode_commands(&e, j, out)
+                               : fail(&e, NULL, "message", "must be a JSON object");
     if (rc) {
         if (rc == MRD_ENOMEM && err && errlen)
             snprintf(err, errlen, "out of memory");
