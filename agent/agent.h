@@ -202,9 +202,6 @@ struct mrd__agent {
     mrd_auth *auth;
     uv_timer_t hb_timer;
     uv_timer_t tick_timer;
-    uv_timer_t now_timer; /* an urgent heartbeat on the next iteration */
-    int hb_again;         /* another beat right after the one in flight */
-    int hb_urgent;        /* the next beat is urgent */
     uv_signal_t sigterm, sigint;
     mrd__member *members;
     size_t nmembers;
@@ -223,6 +220,8 @@ struct mrd__agent {
     int64_t seq;
     size_t controller; /* index of the controller in use */
     int hb_in_flight;
+    int beat_asap;      /* send a heartbeat as soon as the members' state is fresh */
+    int beat_urgent;    /* the next heartbeat is urgent (after a command or a poke) */
     size_t hb_attempts; /* controllers tried for the current beat */
     uint64_t hb_sent_ms;
     int have_contact;
@@ -293,11 +292,13 @@ size_t mrd__peer_untils(const mrd__agent *a, const mrd__member *m, uint64_t *unt
 
 /* heartbeat.c */
 int mrd__heartbeat_start(mrd__agent *a);
+/* Refreshes the members' state and sends an urgent heartbeat as soon as it
+ * is fresh (after a command, or when the leader pokes). */
+void mrd__heartbeat_asap(mrd__agent *a);
+/* Called when a status query ends: sends the beat asked for, if due. */
+void mrd__heartbeat_asap_check(mrd__agent *a);
 void mrd__heartbeat_stop(mrd__agent *a);
 const mrd__service_view *mrd__service_find(const mrd__agent *a, const char *service);
-/* Sends an "urgent" heartbeat on the next loop iteration (after a command
- * result or a poke); if one is in flight, another follows it at once. */
-void mrd__heartbeat_now(mrd__agent *a);
 
 /* Logs and marks the agent to stop with code; main.c's stop sequence. */
 void mrd__agent_stop(mrd__agent *a, int code);

@@ -48,7 +48,7 @@ void mrd__result_add(mrd__agent *a, const char *id, mrd_result_status status, co
     snprintf(r->error, sizeof(r->error), "%s", error ? error : "");
     r->epoch = epoch;
     r->position = position > 0 ? position : 0;
-    mrd__heartbeat_now(a); /* the controller waits for it */
+    mrd__heartbeat_asap(a); /* the controller waits for it */
 }
 
 void mrd__results_ack(mrd__agent *a, const mrd_hb_ack *ack, size_t nack)
@@ -98,8 +98,11 @@ static void on_done(mrd__member *m, int err, const char *message, int64_t positi
     json_decref(c->args);
     free(c);
     m->busy = 0;
-    if (!a->stopping)
+    if (!a->stopping) {
         run_next(m);
+        /* report the result (and the state after it) now, not at the next beat */
+        mrd__heartbeat_asap(a);
+    }
 }
 
 static void dispatch(mrd__member *m, mrd__pending_cmd *c);

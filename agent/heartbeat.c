@@ -39,7 +39,6 @@ const mrd__service_view *mrd__service_find(const mrd__agent *a, const char *serv
 }
 
 static void send_beat(mrd__agent *a);
-static void on_now_timer(uv_timer_t *t);
 
 /* ---- request ---- */
 
@@ -49,9 +48,8 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
     snprintf(r->node, sizeof(r->node), "%s", a->cfg.node);
     snprintf(r->region, sizeof(r->region), "%s", a->cfg.region);
     snprintf(r->api_url, sizeof(r->api_url), "%s", a->cfg.api_url);
-    r->urgent = a->hb_urgent;
-    a->hb_urgent = 0;
     r->seq = ++a->seq;
+    r->urgent = a->beat_urgent;
     r->epochs = calloc(a->nmembers + 1, sizeof(*r->epochs));
     r->members = calloc(a->nmembers + 1, sizeof(*r->members));
     r->checks = calloc(a->nchecks + 1, sizeof(*r->checks));
@@ -185,10 +183,7 @@ static void on_beat(const mrd_http_client_result *res, void *data)
         return;
     if (ok) {
         a->first_round_done = 1;
-        if (a->hb_again) { /* a result or a poke came while this beat was out */
-            a->hb_again = 0;
-            uv_timer_start(&a->now_timer, on_now_timer, 0, 0);
-        }
+        mrd__heartbeat_asap_check(a);
         return;
     }
     /* try the next controller at once, each at most once per beat */
@@ -229,6 +224,7 @@ static void send_beat(mrd__agent *a)
     req.timeout_ms = (long)a->cfg.request_timeout_ms;
     req.max_response_bytes = 4 * 1024 * 1024;
     a->hb_sent_ms = mrd__now_ms(a);
+    a->beat_urgent = 0;
     int rc = mrd_http_client_request(a->http, &req, on_beat, a);
     free(body);
     if (rc == 0)
@@ -237,30 +233,28 @@ static void send_beat(mrd__agent *a)
         mrd_log(MRD_LOG_ERROR, "cannot send heartbeat", MRD_S("error", mrd_strerror(rc)));
 }
 
-static void on_now_timer(uv_timer_t *t)
+/* Sends the heartbeat asked for by mrd__heartbeat_asap() once no status
+ * query runs and no other beat is in flight. */
+void mrd__heartbeat_asap_check(mrd__agent *a)
 {
-    mrd__agent *a = t->data;
-    if (a->stopping)
+    if (!a->beat_asap || a->stopping || a->hb_in_flight)
         return;
-    if (a->hb_in_flight) {
-        a->hb_again = 1;
-        return;
-    }
-    mrd__members_poll(a);
-    a->hb_urgent = 1;
+    for (size_t i = 0; i < a->nmembers; i++)
+        if (a->members[i].status_in_flight)
+            return;
+    a->beat_asap = 0;
+    a->beat_urgent = 1;
     a->hb_attempts = 0;
     send_beat(a);
 }
 
-void mrd__heartbeat_now(mrd__agent *a)
+void mrd__heartbeat_asap(mrd__agent *a)
 {
-    if (a->stopping || !a->now_timer.loop)
+    if (a->stopping)
         return;
-    a->hb_urgent = 1;
-    if (a->hb_in_flight)
-        a->hb_again = 1;
-    else
-        uv_timer_start(&a->now_timer, on_now_timer, 0, 0);
+    a->beat_asap = 1;
+    mrd__members_poll(a);
+    mrd__heartbeat_asap_check(a);
 }
 
 static void on_hb_timer(uv_timer_t *t)
@@ -331,8 +325,7 @@ int mrd__heartbeat_start(mrd__agent *a)
     a->started_ms = mrd__now_ms(a);
     uv_timer_init(a->loop, &a->hb_timer);
     uv_timer_init(a->loop, &a->tick_timer);
-    uv_timer_init(a->loop, &a->now_timer);
-    a->hb_timer.data = a->tick_timer.data = a->now_timer.data = a;
+    a->hb_timer.data = a->tick_timer.data = a;
     uint64_t tick = a->cfg.heartbeat_ms / 4;
     if (tick > 100)
         tick = 100;
@@ -351,8 +344,7 @@ static void timer_closed(uv_handle_t *h)
 
 void mrd__heartbeat_stop(mrd__agent *a)
 {
-    a->open_handles += 3;
+    a->open_handles += 2;
     uv_close((uv_handle_t *)&a->hb_timer, timer_closed);
     uv_close((uv_handle_t *)&a->tick_timer, timer_closed);
-    uv_close((uv_handle_t *)&a->now_timer, timer_closed);
 }

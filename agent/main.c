@@ -190,8 +190,7 @@ int main(int argc, char **argv)
         if (!a->hb_timer.loop) {
             uv_timer_init(&loop, &a->hb_timer);
             uv_timer_init(&loop, &a->tick_timer);
-            uv_timer_init(&loop, &a->now_timer);
-            a->hb_timer.data = a->tick_timer.data = a->now_timer.data = a;
+            a->hb_timer.data = a->tick_timer.data = a;
         }
         mrd__agent_stop(a, 1);
     }

@@ -106,6 +106,7 @@ static void status_failed(mrd__member *m)
     m->status_ok = 0;
     m->role = MRD_MEMBER_UNKNOWN;
     m->lag_bytes = m->lag_ms = -1;
+    mrd__heartbeat_asap_check(m->agent);
 }
 
 static int64_t int_of(PGresult *res, int col)
@@ -153,6 +154,7 @@ static void on_status(int err, PGresult *res, void *data)
         m->fenced = 0;
     }
     compute_lag(m, int_of(res, 7));
+    mrd__heartbeat_asap_check(m->agent);
 }
 
 static void on_exec_status(int status, int timed_out, const char *output, void *data)
@@ -185,6 +187,7 @@ static void on_exec_status(int status, int timed_out, const char *output, void *
     else if (role == MRD_MEMBER_PRIMARY && m->fenced)
         m->role = MRD_MEMBER_FENCED;
     m->lag_bytes = m->lag_ms = role == MRD_MEMBER_PRIMARY ? 0 : -1;
+    mrd__heartbeat_asap_check(m->agent);
 }
 
 void mrd__members_poll(mrd__agent *a)

@@ -108,8 +108,8 @@ static void on_poke(mrd_http_request *req, mrd_http_response *res, void *data)
         mrd__commands_handle(a, &poke.commands[i]);
     size_t n = poke.ncommands;
     mrd_hb_answer_free(&poke);
-    mrd__heartbeat_now(a);
-    mrd_http_respond_json(res, 200, json_pack("{s:I}", "accepted", (json_int_t)n));
+    mrd__heartbeat_asap(a);
+    mrd_http_respond_json(res, 200, json_pack("{s:b, s:I}", "ok", 1, "accepted", (json_int_t)n));
 }
 
 static const mrd_http_route routes[] = {

@@ -215,10 +215,12 @@ void mrd__cutover_drive(mrd_ctl *ctl, mrd__service *s, const mrd_op *op, mrd_op_
                         uint64_t now);
 
 /* controller/poke.c: asks a node's agent for a heartbeat now. */
-void mrd__poke(mrd_ctl *ctl, const char *node);
+void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands);
 
 /* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);
 const mrd_http_route *mrd__api_ops_routes(size_t *n);
+/* controller/metrics_ctl.c */
+const mrd_http_route *mrd__metrics_routes(size_t *n);
 
 #endif

@@ -219,8 +219,14 @@ static void flush_done(int err, PGresult *res, void *data)
 static void flush(mrd_ctl *ctl)
 {
     mrd__ingest *in = &ctl->ingest;
-    if (in->flushing || json_object_size(in->batch) == 0)
+    if (in->flushing)
         return;
+    if (json_object_size(in->batch) == 0) {
+        /* Never leave a heartbeat waiting for a batch that will not come. */
+        answer_waiters(in->waiters, 0);
+        in->waiters = NULL;
+        return;
+    }
     if (!mrd_pg_connected(ctl->pg) || !ctl->migrated) {
         /* Nobody may wait for a store that is not there. */
         answer_waiters(in->waiters, 0);
@@ -437,24 +443,24 @@ void mrd__ingest_heartbeat(mrd_http_request *req, mrd_http_response *res, void *
     json_object_set_new(in->batch, hb.node, entry);
     int urgent = hb.urgent || hb.nresults > 0;
     mrd_hb_request_free(&hb);
-    if (urgent) {
-        /* A command result or an answer to a poke: record it now and let
-         * the leader know, an operation is waiting for it. */
-        in->urgent = 1;
+
+    /* The waiter joins the batch that holds its report, before any flush. */
+    mrd__waiter *w = NULL;
+    if (primary && mrd_pg_connected(ctl->pg) && ctl->migrated && (w = malloc(sizeof(*w)))) {
+        in->heartbeats_recorded++;
+        w->res = res;
+        w->answer = answer;
+        w->next = in->waiters;
+        in->waiters = w;
+    }
+    if (urgent || w) {
+        /* A command result, an answer to a poke, or a primary waiting for its
+         * record: flush now (a running flush is followed by another at once). */
+        in->urgent = in->urgent || urgent;
         flush(ctl);
     }
-
-    if (primary && mrd_pg_connected(ctl->pg) && ctl->migrated) {
-        mrd__waiter *w = malloc(sizeof(*w));
-        if (w != NULL) {
-            in->heartbeats_recorded++;
-            w->res = res;
-            w->answer = answer;
-            w->next = in->waiters;
-            in->waiters = w;
-            return;
-        }
+    if (w == NULL) {
+        json_object_set_new(answer, "recorded", json_false());
+        mrd_http_respond_json(res, 200, answer);
     }
-    json_object_set_new(answer, "recorded", json_false());
-    mrd_http_respond_json(res, 200, answer);
 }

@@ -53,8 +53,10 @@ static void on_pg_notify(mrd_pg *pg, const char *channel, const char *payload, v
     (void)payload;
     if (strcmp(channel, "meridian_commands") == 0)
         mrd__ingest_refresh_now(ctl);
-    else if (mrd__lease_is_leader(ctl))
+    else if (mrd__lease_is_leader(ctl)) {
         ctl->tick_wanted = 1;
+        mrd__tick_cron(ctl, mrd__now_ms());
+    }
 }
 
 static void cron(uv_timer_t *t)

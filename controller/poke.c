@@ -9,7 +9,8 @@
  * one heartbeat interval.
  *
  * The agent's URL comes from its own heartbeats (nodes.api_url, read in the
- * leader's snapshot). At most one poke per node per POKE_MIN_INTERVAL_MS.
+ * leader's snapshot). A poke that only asks for a fresh report is sent at
+ * most once per node per POKE_MIN_INTERVAL_MS; one with new commands always.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@ static void poke_done(const mrd_http_client_result *res, void *data)
                 MRD_I("status", res->status));
 }
 
-void mrd__poke(mrd_ctl *ctl, const char *node)
+void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands)
 {
     if (ctl->http_client == NULL || ctl->cfg.agent_token[0] == '\0' || ctl->snapshot == NULL)
         return;
@@ -44,7 +45,7 @@ void mrd__poke(mrd_ctl *ctl, const char *node)
         return;
     uint64_t now = mrd__now_ms();
     json_t *last = json_object_get(ctl->poked, node);
-    if (last && (uint64_t)json_integer_value(last) + POKE_MIN_INTERVAL_MS > now)
+    if (!with_commands && last && (uint64_t)json_integer_value(last) + POKE_MIN_INTERVAL_MS > now)
         return;
     json_object_set_new(ctl->poked, node, json_integer((json_int_t)now));
     char full[512], auth[600];

@@ -302,7 +302,7 @@ static void cache_commands(mrd_ctl *ctl, json_t *rows)
         json_object_del(c, "node");
         mrd__ingest_cache_command(ctl, nodebuf, c);
         json_decref(c);
-        mrd__poke(ctl, nodebuf);
+        mrd__poke(ctl, nodebuf, 1);
     }
 }
 
@@ -327,6 +327,7 @@ static void persist_done(int err, PGresult *res, void *data)
             json_decref(rows);
         }
         ctl->tick_wanted = 1;
+        mrd__tick_cron(ctl, mrd__now_ms());
     }
     free(r);
 }
@@ -561,7 +562,7 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
     }
     /* The catchup step waits for the target's position: ask for it now. */
     if (op.step == MRD_STEP_CATCHUP)
-        mrd__poke(ctl, op.to_node);
+        mrd__poke(ctl, op.to_node, 0);
     if (t.result == MRD_OP_MOVE) {
         mrd_op after = op;
         mrd_op_apply(&after, &t, now);

@@ -45,7 +45,7 @@
  * request  {"commands": [...]}         the node's pending commands, as in an
  *                                      answer; the agent handles them and
  *                                      sends a heartbeat ("urgent") at once
- * answer   {"accepted": 2}
+ * answer   {"ok": true, "accepted": 2}
  *
  * PEER LEASE  POST /v1/peer/lease   (agent port; Bearer <peer token>, role agent)
  *

@@ -64,7 +64,8 @@ class Deployment:
                             "policy": self.policy, "members": members}
         for r, _ in REGIONS:
             extra = {"regions": [{"name": n, "priority": p} for n, p in REGIONS],
-                     "services": [self.service_cfg], "tick_ms": 100 if fast else 250}
+                     "services": [self.service_cfg], "tick_ms": 100 if fast else 250,
+                     "agent_token": PEER_TOKEN}
             self.ctl[r] = h.Controller("ctl-" + r, r, self.store, self.tmp,
                                        lease_ttl_ms=self.lease_ttl_ms, port=ports[r],
                                        log_level=log_level, extra=extra)
@@ -150,6 +151,16 @@ class Deployment:
                     and all(m["healthy"] and m["age_ms"] < 3 * self.heartbeat_ms
                             for m in ms.values()))
         h.wait_until(ready, timeout_s, interval_s=0.1, what="every member reported")
+
+        def leader_sees_healthy():
+            try:
+                svc = self.service(self.leader(5))
+            except (OSError, h.HarnessError):
+                return False
+            dec = svc.get("decision") or {}
+            return dec.get("reason") == "ok"
+        h.wait_until(leader_sees_healthy, timeout_s, interval_s=0.1,
+                     what="the leader's decision sees a healthy primary")
 
     # -- the client's side
 
