@@ -1181,8 +1181,13 @@ static int cmd_plan(mrd__cli_ctx *ctx)
     fprintf(ctx->out, "message     %s\n", mrd__cli_sanitize(js(d, "message"), c2, sizeof(c2)));
     int ok;
     int64_t nb = jint(d, "not_before_ms", &ok);
-    if (ok)
-        fprintf(ctx->out, "not before  %" PRId64 " (controller clock, ms)\n", nb);
+    if (ok) {
+        char when[64];
+        time_t secs = (time_t)(nb / 1000);
+        struct tm tm;
+        if (gmtime_r(&secs, &tm) && strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm))
+            fprintf(ctx->out, "not before  %s\n", when);
+    }
     fprintf(ctx->out, "would act   %s\n", jtrue(d, "would_act") ? "yes" : "no");
     json_t *au = json_object_get(d, "automatic");
     if (json_is_object(au))
