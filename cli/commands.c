@@ -265,6 +265,10 @@ static const char *health_word(const json_t *m, mrd__cli_color *c)
 
 static void print_members(mrd__cli_ctx *ctx, const json_t *members, const char *indent)
 {
+    if (json_array_size(members) == 0) {
+        fprintf(ctx->out, "%sno member has reported yet (are the agents running?)\n", indent);
+        return;
+    }
     static const char *const hdr[] = {"MEMBER", "REGION",   "NODE",     "ROLE",     "HEALTH",
                                       "LAG",    "LAG TIME", "POSITION", "HEARTBEAT"};
     mrd__cli_table *t = mrd__cli_table_new(9, hdr);
@@ -554,7 +558,10 @@ static int cmd_nodes(mrd__cli_ctx *ctx)
         json_t *n;
         json_array_foreach(json_object_get(r.json, "nodes"), i, n) node_row(t, n);
     }
-    mrd__cli_table_print(t, ctx->out, "", ctx->color);
+    if (a->npos == 0 && json_array_size(json_object_get(r.json, "nodes")) == 0)
+        fprintf(ctx->out, "no node has reported yet (are the agents running?)\n");
+    else
+        mrd__cli_table_print(t, ctx->out, "", ctx->color);
     mrd__cli_table_free(t);
     if (a->npos == 1) {
         size_t i;
@@ -1170,7 +1177,7 @@ static int cmd_plan(mrd__cli_ctx *ctx)
     }
     json_t *d = r.json;
     char c1[200], c2[400];
-    fprintf(ctx->out, "service     %s (epoch %" PRId64 "), primary %s\n",
+    fprintf(ctx->out, "service     %s (epoch %" PRId64 "), primary state %s\n",
             mrd__cli_sanitize(js(d, "service"), c1, sizeof(c1)), jint(d, "epoch", NULL),
             js(d, "primary_state") ? js(d, "primary_state") : "?");
     const char *target = js(d, "target_region");
@@ -1270,6 +1277,9 @@ static int cmd_version(mrd__cli_ctx *ctx)
     } else {
         char c1[80], c2[600];
         fprintf(ctx->out, "meridianctl %s\n", MERIDIAN_VERSION);
+        char *tail = strstr(r.url, "/v1/health");
+        if (tail)
+            *tail = '\0';
         if (v)
             fprintf(ctx->out, "controller  %s (%s)\n", mrd__cli_sanitize(v, c1, sizeof(c1)),
                     mrd__cli_sanitize(r.url, c2, sizeof(c2)));

@@ -41,6 +41,7 @@ from meridian_harness import (Controller, TempDir, fixture, test, run_all, wait_
                               free_port, http_json, OPERATOR_TOKEN, VIEWER_TOKEN)
 
 SERVICE = "orders"
+SANITIZER = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:")
 
 
 def cli(*args, env=None, timeout=60, token=OPERATOR_TOKEN, urls=None):
@@ -58,6 +59,7 @@ def cli(*args, env=None, timeout=60, token=OPERATOR_TOKEN, urls=None):
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=timeout, env=e)
     log("meridianctl %s -> %d" % (" ".join(args), p.returncode))
+    assert not SANITIZER.search(p.stderr), "sanitizer report:\n" + p.stderr
     return p.returncode, p.stdout, p.stderr
 
 
@@ -252,7 +254,8 @@ def test_maintenance_event_shows_in_events_and_follow():
         wait_until(seen, 20, what="the event in events --follow")
         follow.terminate()
         follow.wait(10)
-        assert follow.returncode == 0, (follow.returncode, follow.stderr.read())
+        ferr = follow.stderr.read()
+        assert follow.returncode == 0 and not SANITIZER.search(ferr), (follow.returncode, ferr)
     finally:
         if follow.poll() is None:
             follow.kill()
@@ -518,6 +521,7 @@ def test_wait_outcomes():
         p.terminate()
         out, err = p.communicate(timeout=15)
         assert p.returncode == 5 and "interrupted" in err, (p.returncode, err)
+        assert not SANITIZER.search(err), err
     finally:
         api.close()
 

@@ -229,7 +229,7 @@ Test(cli_args, usage_errors)
     mrd__cli_args a;
     char err[256];
     struct {
-        const char *argv[6];
+        const char *argv[8];
         const char *msg;
     } cases[] = {
         {{NULL}, "no command given"},
@@ -255,7 +255,7 @@ Test(cli_args, usage_errors)
         {{"help", "nope"}, "unknown command \"nope\""},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *argv[8] = {"meridianctl"};
+        char *argv[10] = {"meridianctl"};
         int argc = 1;
         for (int k = 0; cases[i].argv[k]; k++)
             argv[argc++] = (char *)cases[i].argv[k];
