@@ -180,6 +180,7 @@ struct mrd__member {
     mrd__lease_grants grants; /* as granter (we are a replica) */
     uint64_t *peer_until;     /* as requester: lease end per peer (cfg order) */
     unsigned char *peer_busy; /* a lease request to that peer is in flight */
+    uint64_t lease_logged_ms; /* last lease refusal logged at warn (rate limit) */
     int self_fenced;          /* this process fenced it for isolation */
     int self_fencing;         /* fence in progress */
 };

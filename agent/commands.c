@@ -83,6 +83,14 @@ static void on_done(mrd__member *m, int err, const char *message, void *data)
         m->self_fenced = 0;
     if (!err && c->kind == MRD_CMD_FENCE)
         m->fenced = 1;
+    if (!err && c->kind == MRD_CMD_PROMOTE) {
+        /* The leader persisted this promote after making sure no other
+         * member can be writable: that order is as good as a recorded
+         * contact, and the isolation clock of the new primary starts now
+         * (it had no recorded contact as a replica). */
+        a->last_contact_ms = mrd__now_ms(a);
+        a->have_contact = 1;
+    }
     /* pop c (it is the head) */
     m->queue = c->next;
     json_decref(c->args);
@@ -111,7 +119,12 @@ static void dispatch(mrd__member *m, mrd__pending_cmd *c)
         mrd__member_unfence(m, on_done, c);
         break;
     case MRD_CMD_PROMOTE: {
-        uint64_t wait = mrd__lease_promote_wait(&m->grants, c->epoch, mrd__now_ms(m->agent));
+        /* A lease granted to the old primary protects against it staying
+         * writable; when the controller says the old primary confirmed its
+         * fence at this epoch (switchover), there is nothing to wait for. */
+        int fenced = json_is_true(json_object_get(c->args, "old_primary_fenced"));
+        uint64_t wait =
+            fenced ? 0 : mrd__lease_promote_wait(&m->grants, c->epoch, mrd__now_ms(m->agent));
         if (wait > 0) {
             mrd_log(MRD_LOG_WARN, "promote waits for a granted peer lease to end",
                     MRD_S("id", c->id), MRD_S("member", m->cfg->name), MRD_U("wait_ms", wait));

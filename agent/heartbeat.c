@@ -99,7 +99,8 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
         if (!c->ok)
             mrd__strlcpy(x->error, c->output, sizeof(x->error));
     }
-    memcpy(r->results, a->results, a->nresults * sizeof(*r->results));
+    if (a->nresults)
+        memcpy(r->results, a->results, a->nresults * sizeof(*r->results));
     r->nresults = a->nresults;
     return 0;
 }

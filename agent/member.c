@@ -315,11 +315,16 @@ static void on_exec_action(int status, int timed_out, const char *output, void *
             snprintf(x->msg, sizeof(x->msg), "%s", output);
         else
             snprintf(x->msg, sizeof(x->msg), "exit %d: %s", status, output);
-    } else if (strcmp(x->what, "fence") == 0) {
-        x->m->fenced = 1;
-    } else if (strcmp(x->what, "unfence") == 0) {
-        x->m->fenced = 0;
+        action_end(x);
+        return;
     }
+    if (output[0])
+        mrd_log(MRD_LOG_INFO, "command output", MRD_S("action", x->what),
+                MRD_S("member", x->m->cfg->name), MRD_S("output", output));
+    if (strcmp(x->what, "fence") == 0)
+        x->m->fenced = 1;
+    else if (strcmp(x->what, "unfence") == 0)
+        x->m->fenced = 0;
     action_end(x);
 }
 

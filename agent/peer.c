@@ -23,6 +23,21 @@
 #include "meridian/error.h"
 #include "meridian/log.h"
 
+/* Refusals are logged at warn at most every 5 s per member, else debug:
+ * a primary asks every heartbeat. */
+static mrd_log_level lease_log_level(mrd__agent *a, mrd__member *m, int granted)
+{
+    if (granted)
+        return MRD_LOG_DEBUG;
+    if (!m)
+        return MRD_LOG_WARN;
+    uint64_t now = mrd__now_ms(a);
+    if (m->lease_logged_ms && now - m->lease_logged_ms < 5000)
+        return MRD_LOG_DEBUG;
+    m->lease_logged_ms = now;
+    return MRD_LOG_WARN;
+}
+
 /* ---- server ---- */
 
 static void on_lease(mrd_http_request *req, mrd_http_response *res, void *data)
@@ -54,7 +69,7 @@ static void on_lease(mrd_http_request *req, mrd_http_response *res, void *data)
         mrd__lease_grant(&m->grants, highest, &lr, mrd__now_ms(a), a->cfg.isolation_timeout_ms,
                          &ans);
     }
-    mrd_log(ans.granted ? MRD_LOG_DEBUG : MRD_LOG_WARN,
+    mrd_log(lease_log_level(a, m, ans.granted),
             ans.granted ? "peer lease granted" : "peer lease refused", MRD_S("from", lr.node),
             MRD_S("service", lr.service), MRD_I("epoch", lr.epoch), MRD_I("ttl_ms", ans.ttl_ms),
             MRD_S("reason", ans.reason));
@@ -160,7 +175,7 @@ static void on_lease_answer(const mrd_http_client_result *r, void *data)
         return;
     }
     if (!ans.granted)
-        mrd_log(MRD_LOG_WARN, "peer refused a lease", MRD_S("peer", p->name),
+        mrd_log(lease_log_level(a, m, 0), "peer refused a lease", MRD_S("peer", p->name),
                 MRD_S("service", m->cfg->service), MRD_I("epoch", ans.epoch),
                 MRD_S("reason", ans.reason));
     mrd__lease_record(&m->peer_until[call->peer], call->sent_ms, &ans);

@@ -40,7 +40,6 @@ struct http_sock {
 };
 
 struct http_xfer {
-    mrd_http_client *c;
     CURL *easy;
     struct curl_slist *headers;
     char *body;
@@ -404,7 +403,6 @@ int mrd_http_client_request(mrd_http_client *c, const mrd_http_client_req *req,
         xfer_free(x);
         return rc;
     }
-    x->c = c;
     x->cb = cb;
     x->data = data;
     x->start_ns = uv_hrtime();

@@ -55,6 +55,7 @@ struct mrd_pg {
     uint64_t reconnect_min_ms, reconnect_max_ms, connect_timeout_ms, query_timeout_ms;
     size_t max_queue;
     mrd_pg_state_cb on_state;
+    mrd_pg_notify_cb on_notify;
     void *data;
 
     pg_state state;
@@ -64,6 +65,7 @@ struct mrd_pg {
     uv_timer_t conn_timer;  /* connect timeout, reconnect delay, deferred loss */
     uv_timer_t query_timer; /* query_timeout_ms of the query in flight */
     uint64_t backoff_ms;
+    uint64_t failures; /* failed connection attempts in a row */
     unsigned int seed; /* jitter */
 
     pg_query *head, *tail; /* queued, not yet sent */
@@ -369,9 +371,12 @@ static void pg_lost(mrd_pg *pg, const char *why, int inflight_err)
     while (n > 0 && msg[n - 1] == ' ')
         n--;
     msg[n] = '\0';
-    mrd_log(was_connected ? MRD_LOG_WARN : MRD_LOG_INFO,
+    /* While the store stays down, only the first failed attempt is logged
+     * above debug: one line per outage, not one per retry. */
+    pg->failures = was_connected ? 0 : pg->failures + 1;
+    mrd_log(was_connected ? MRD_LOG_WARN : (pg->failures == 1 ? MRD_LOG_WARN : MRD_LOG_DEBUG),
             was_connected ? "store connection lost" : "store connection failed",
-            MRD_S("error", msg));
+            MRD_S("error", msg), MRD_U("attempt", pg->failures));
     pg_conn_close(pg);
     uv_timer_stop(&pg->conn_timer);
     pg_set_state(pg, PG_WAITING);
@@ -413,7 +418,9 @@ static void pg_connected(mrd_pg *pg)
             (strcmp(o->val, "read-write") == 0 || strcmp(o->val, "primary") == 0))
             pg->want_rw = 1;
     PQconninfoFree(opts);
-    mrd_log(MRD_LOG_INFO, "store connected", MRD_I("server_version", PQserverVersion(pg->conn)));
+    mrd_log(MRD_LOG_INFO, "store connected", MRD_I("server_version", PQserverVersion(pg->conn)),
+            MRD_U("failed_attempts", pg->failures));
+    pg->failures = 0;
     pg_set_state(pg, PG_CONNECTED);
     if (pg->state == PG_CONNECTED)
         pg_start_next(pg, 0);
@@ -492,14 +499,17 @@ static void pg_on_poll(uv_poll_t *h, int status, int events)
         pg_lost(pg, PQerrorMessage(pg->conn), MRD_ESTORE);
         return;
     }
-    if (pg->inflight) {
-        pg_read_results(pg);
-        return;
-    }
-    /* Idle: drop notices and anything else the server sent. */
+    /* Notifications first: a callback may queue queries (or stop us). */
     PGnotify *n;
-    while ((n = PQnotifies(pg->conn)) != NULL)
+    while (pg->state == PG_CONNECTED && (n = PQnotifies(pg->conn)) != NULL) {
+        if (pg->on_notify)
+            pg->on_notify(pg, n->relname, n->extra, pg->data);
         PQfreemem(n);
+    }
+    if (pg->state != PG_CONNECTED)
+        return;
+    if (pg->inflight)
+        pg_read_results(pg);
 }
 
 /* ---- public ---- */
@@ -529,6 +539,7 @@ int mrd_pg_start(mrd_pg **out, uv_loop_t *loop, const mrd_pg_options *opt)
         opt->query_timeout_ms ? opt->query_timeout_ms : PG_DEFAULT_QUERY_TIMEOUT_MS;
     pg->max_queue = opt->max_queue ? opt->max_queue : PG_DEFAULT_MAX_QUEUE;
     pg->on_state = opt->on_state;
+    pg->on_notify = opt->on_notify;
     pg->data = opt->data;
     pg->backoff_ms = pg->reconnect_min_ms;
     pg->seed = (unsigned int)(uv_hrtime() ^ (uint64_t)(uintptr_t)pg ^ (uint64_t)getpid());

@@ -179,6 +179,10 @@ json_t *mrd_hb_request_to_json(const mrd_hb_request *r)
     put(o, "node", json_string(r->node), &bad);
     put(o, "region", json_string(r->region), &bad);
     put(o, "seq", json_integer((json_int_t)r->seq), &bad);
+    if (r->api_url[0])
+        put(o, "api_url", json_string(r->api_url), &bad);
+    if (r->urgent)
+        put(o, "urgent", json_true(), &bad);
 
     json_t *ep = json_object();
     for (size_t i = 0; ep && i < r->nepochs; i++)
@@ -246,6 +250,8 @@ json_t *mrd_hb_request_to_json(const mrd_hb_request *r)
             put(e, "status", enum_json(result_status_names, (int)x->status), &bad);
             put(e, "error", str_or_null(x->error), &bad);
             put(e, "epoch", json_integer((json_int_t)x->epoch), &bad);
+            if (x->position > 0)
+                put(e, "position", json_integer((json_int_t)x->position), &bad);
         }
         put_in_array(arr, e, &bad);
     }
@@ -576,7 +582,8 @@ static int decode_result(ectx *e, const json_t *v, const char *path, mrd_hb_resu
         (rc = get_enum(e, v, path, "status", result_status_names, &st)) ||
         (rc = get_str(e, v, path, "error", x->error, sizeof(x->error), STR_OPTIONAL | STR_NULLABLE,
                       1)) ||
-        (rc = get_int(e, v, path, "epoch", &x->epoch, 0, INT64_MAX, INT_REQUIRED, 0)))
+        (rc = get_int(e, v, path, "epoch", &x->epoch, 0, INT64_MAX, INT_REQUIRED, 0)) ||
+        (rc = get_int(e, v, path, "position", &x->position, 0, INT64_MAX, INT_OPTIONAL, 0)))
         return rc;
     x->status = (mrd_result_status)st;
     return 0;
@@ -591,7 +598,10 @@ static int decode_request(ectx *e, const json_t *j, mrd_hb_request *r)
         return fail(e, NULL, "message", "must be a JSON object");
     if ((rc = get_name(e, j, NULL, "node", r->node, sizeof(r->node))) ||
         (rc = get_name(e, j, NULL, "region", r->region, sizeof(r->region))) ||
-        (rc = get_int(e, j, NULL, "seq", &r->seq, 0, INT64_MAX, INT_REQUIRED, 0)))
+        (rc = get_int(e, j, NULL, "seq", &r->seq, 0, INT64_MAX, INT_REQUIRED, 0)) ||
+        (rc = get_str(e, j, NULL, "api_url", r->api_url, sizeof(r->api_url),
+                      STR_OPTIONAL | STR_NULLABLE, 1)) ||
+        (rc = get_bool(e, j, NULL, "urgent", &r->urgent, 0, 0)))
         return rc;
 
     if ((rc = get_object_map(e, j, "epochs", MRD_PROTO_MAX_EPOCHS, &map)))

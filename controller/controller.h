@@ -17,6 +17,7 @@
 #include "meridian/opfsm.h"
 #include "meridian/http_server.h"
 #include "meridian/log.h"
+#include "meridian/http_client.h"
 #include "meridian/pg.h"
 
 typedef struct {
@@ -88,6 +89,7 @@ typedef struct {
     mrd__waiter *waiters; /* heartbeats waiting for the batch being built */
     size_t batch_rows;
     int flushing;              /* a flush query runs */
+    int urgent;                /* the batch holds an urgent heartbeat: flush and notify now */
     uint64_t first_pending_ms; /* when the oldest unflushed entry arrived */
     uint64_t flush_failures;
     uint64_t heartbeats, heartbeats_recorded, rows_written, rejected;
@@ -106,7 +108,9 @@ typedef struct mrd_ctl {
     json_t *cfg_json; /* the loaded file; owned */
     mrd_auth *auth;
     mrd_http_server *http;
-    mrd_http_route *routes; /* the API's routing table; owned */
+    mrd_http_route *routes;       /* the API's routing table; owned */
+    mrd_http_client *http_client; /* pokes, cutover drivers */
+    json_t *poked;                /* node -> monotonic ms of the last poke */
     mrd_pg *pg;
 
     /* Migrations run on the thread pool with a blocking connection. */
@@ -166,6 +170,8 @@ void mrd__lease_release(mrd_ctl *ctl, void (*cb)(void *), void *arg);
 void mrd__ingest_init(mrd_ctl *ctl);
 void mrd__ingest_close(mrd_ctl *ctl);
 void mrd__ingest_cron(mrd_ctl *ctl, uint64_t now);
+/* Refreshes the cache of epochs and commands now (after a NOTIFY). */
+void mrd__ingest_refresh_now(mrd_ctl *ctl);
 void mrd__ingest_heartbeat(mrd_http_request *req, mrd_http_response *res, void *data);
 /* Adds a command to the in-memory cache at once (the leader, after it
  * committed it), so its agent gets it without waiting for a refresh. */
@@ -207,6 +213,9 @@ void mrd__event(mrd_ctl *ctl, const char *kind, const char *service, const char 
  * (called every tick while the op is in that step; idempotent). */
 void mrd__cutover_drive(mrd_ctl *ctl, mrd__service *s, const mrd_op *op, mrd_op_action action,
                         uint64_t now);
+
+/* controller/poke.c: asks a node's agent for a heartbeat now. */
+void mrd__poke(mrd_ctl *ctl, const char *node);
 
 /* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);

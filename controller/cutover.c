@@ -9,9 +9,9 @@
  *
  * The noop driver remembers the last target per service in memory and
  * answers on the next loop iteration (a 0 ms timer per call), never from
- * inside apply()/read(); it refuses an epoch below the one it remembers with
- * MRD_ESTALE, like a fenced target. close() completes pending calls with
- * MRD_ECLOSED and frees the driver from the last timer's close callback.
+ * inside apply()/read(); like etcd it refuses with MRD_ESTALE an older epoch
+ * or the same epoch with another region. close() completes pending calls
+ * with MRD_ECLOSED and frees the driver from the last timer's close callback.
  */
 #include <inttypes.h>
 #include <openssl/evp.h>
@@ -249,119 +249,42 @@ void mrd__cutover_now_rfc3339(char out[32])
 /* ------------------------------------------------------------------ */
 /* config checks                                                      */
 
-static int cfg_fail(char *err, size_t errlen, const char *path, const char *key, const char *why)
+int mrd__cutover_validate(const json_t *obj, const mrd_cfg_schema *schema, const char *path,
+                          char *err, size_t errlen)
 {
-    if (key)
-        snprintf(err, errlen, "%s%s%s: %s", path ? path : "", path && path[0] ? "." : "", key, why);
+    char why[256];
+    int rc = mrd_cfg_validate(obj, schema, why, sizeof(why));
+    if (rc == 0)
+        return 0;
+    if (strncmp(why, "top level: ", 11) == 0)
+        snprintf(err, errlen, "%s: %s", path, why + 11);
+    else if (why[0] == '[')
+        snprintf(err, errlen, "%s%s", path, why);
     else
-        snprintf(err, errlen, "%s: %s", path && path[0] ? path : "(top)", why);
+        snprintf(err, errlen, "%s.%s", path, why);
     return MRD_ECONFIG;
 }
 
-int mrd__cfg_object(const json_t *obj, const char *path, char *err, size_t errlen)
+int mrd__cutover_url_ok(const char *s)
 {
-    if (!json_is_object(obj))
-        return cfg_fail(err, errlen, path, NULL, "must be an object");
-    return 0;
+    size_t skip = strncmp(s, "http://", 7) == 0 ? 7 : strncmp(s, "https://", 8) == 0 ? 8 : 0;
+    return skip && strlen(s) > skip && s[skip] != '/' && !strpbrk(s, " \t\r\n");
 }
 
-int mrd__cfg_keys(const json_t *obj, const char *path, const char *const *allowed, char *err,
-                  size_t errlen)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)obj, key, v)
-    {
-        int found = 0;
-        for (size_t i = 0; allowed[i]; i++)
-            if (strcmp(allowed[i], key) == 0)
-                found = 1;
-        if (!found)
-            return cfg_fail(err, errlen, path, key, "unknown key");
-    }
-    return 0;
-}
-
-int mrd__cfg_string(const json_t *obj, const char *path, const char *key, int required,
-                    size_t maxlen, const char **out, char *err, size_t errlen)
-{
-    json_t *v = json_object_get(obj, key);
-    *out = NULL;
-    if (!v) {
-        if (required)
-            return cfg_fail(err, errlen, path, key, "is required");
-        return 0;
-    }
-    if (!json_is_string(v))
-        return cfg_fail(err, errlen, path, key, "must be a string");
-    const char *s = json_string_value(v);
-    if (strlen(s) != json_string_length(v))
-        return cfg_fail(err, errlen, path, key, "must not contain NUL");
-    if (s[0] == '\0')
-        return cfg_fail(err, errlen, path, key, "must not be empty");
-    if (strlen(s) > maxlen) {
-        char why[64];
-        snprintf(why, sizeof(why), "must be at most %zu characters", maxlen);
-        return cfg_fail(err, errlen, path, key, why);
-    }
-    *out = s;
-    return 0;
-}
-
-int mrd__cfg_int(const json_t *obj, const char *path, const char *key, int required, long long min,
-                 long long max, long long def, long long *out, char *err, size_t errlen)
-{
-    json_t *v = json_object_get(obj, key);
-    *out = def;
-    if (!v) {
-        if (required)
-            return cfg_fail(err, errlen, path, key, "is required");
-        return 0;
-    }
-    char why[96];
-    snprintf(why, sizeof(why), "must be an integer between %lld and %lld", min, max);
-    if (!json_is_integer(v))
-        return cfg_fail(err, errlen, path, key, why);
-    long long n = json_integer_value(v);
-    if (n < min || n > max)
-        return cfg_fail(err, errlen, path, key, why);
-    *out = n;
-    return 0;
-}
-
-int mrd__cfg_bool(const json_t *obj, const char *path, const char *key, char *err, size_t errlen)
-{
-    json_t *v = json_object_get(obj, key);
-    if (v && !json_is_boolean(v))
-        return cfg_fail(err, errlen, path, key, "must be true or false");
-    return 0;
-}
-
-int mrd__cfg_url(const json_t *obj, const char *path, const char *key, const char **out, char *err,
-                 size_t errlen)
-{
-    int rc = mrd__cfg_string(obj, path, key, 1, 2048, out, err, errlen);
-    if (rc)
-        return rc;
-    const char *s = *out;
-    if ((strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) ||
-        strlen(s) <= (s[4] == 's' ? 8u : 7u) || strpbrk(s, " \t\r\n"))
-        return cfg_fail(err, errlen, path, key, "must be an http:// or https:// URL");
-    return 0;
-}
-
-static const char *const noop_keys[] = {"driver", "required", NULL};
+static const char *const driver_names[] = {"noop", "pdns", "etcd", NULL};
+static const mrd_cfg_field noop_fields[] = {
+    {"driver", MRD_CFG_STRING, 1, 0, 0, driver_names, 0, NULL},
+    {"required", MRD_CFG_BOOL, 0, 0, 0, NULL, 0, NULL},
+};
+static const mrd_cfg_schema noop_schema = {noop_fields, 2};
+/* Only the dispatch key: each driver checks the rest. */
+static const mrd_cfg_field kind_fields[] = {
+    {"driver", MRD_CFG_STRING, 1, 0, 0, driver_names, 0, NULL},
+};
 
 static int noop_check(const json_t *cfg, char *err, size_t errlen)
 {
-    if (!cfg)
-        return 0;
-    int rc = mrd__cfg_object(cfg, "", err, errlen);
-    if (!rc)
-        rc = mrd__cfg_keys(cfg, "", noop_keys, err, errlen);
-    if (!rc)
-        rc = mrd__cfg_bool(cfg, "", "required", err, errlen);
-    return rc;
+    return cfg ? mrd__cutover_validate(cfg, &noop_schema, "noop", err, errlen) : 0;
 }
 
 static int driver_kind(const json_t *cfg, const char **kind, char *err, size_t errlen)
@@ -370,13 +293,25 @@ static int driver_kind(const json_t *cfg, const char **kind, char *err, size_t e
         *kind = "webhook";
         return 0;
     }
-    int rc = mrd__cfg_object(cfg, "", err, errlen);
-    if (!rc)
-        rc = mrd__cfg_string(cfg, "", "driver", 1, 32, kind, err, errlen);
-    if (rc)
+    if (!json_is_object(cfg)) {
+        snprintf(err, errlen, "driver configuration must be an object (webhooks: an array)");
+        return MRD_ECONFIG;
+    }
+    json_t *only = json_object();
+    json_t *drv = json_object_get(cfg, "driver");
+    if (!only || (drv && json_object_set(only, "driver", drv) != 0)) {
+        json_decref(only);
+        return MRD_ENOMEM;
+    }
+    const mrd_cfg_schema schema = {kind_fields, 1};
+    char why[200];
+    int rc = mrd_cfg_validate(only, &schema, why, sizeof(why));
+    json_decref(only);
+    if (rc) {
+        snprintf(err, errlen, "%s", why);
         return rc;
-    if (strcmp(*kind, "noop") && strcmp(*kind, "pdns") && strcmp(*kind, "etcd"))
-        return cfg_fail(err, errlen, "", "driver", "must be one of noop, pdns, etcd");
+    }
+    *kind = json_string_value(json_object_get(cfg, "driver"));
     return 0;
 }
 
@@ -527,7 +462,11 @@ static int noop_apply(mrd_cutover_driver *self, const mrd_cutover_target *t, mrd
     json_t *st = json_object_get(d->state, t->service);
     int status = 0;
     char message[128] = "";
-    if (st && json_integer_value(json_object_get(st, "epoch")) > t->epoch) {
+    json_int_t held = st ? json_integer_value(json_object_get(st, "epoch")) : -1;
+    const char *held_region = st ? json_string_value(json_object_get(st, "region")) : NULL;
+    /* Like etcd: an older epoch, or the same epoch with another primary. */
+    if (st && (held > t->epoch ||
+               (held == t->epoch && held_region && strcmp(held_region, t->primary_region)))) {
         status = MRD_ESTALE;
         snprintf(message, sizeof(message), "target holds epoch %" JSON_INTEGER_FORMAT,
                  json_integer_value(json_object_get(st, "epoch")));

@@ -1,29 +1,18 @@
 /*
- * etcd cutover driver: the service registry. Per service two keys under the
- * configured prefix:
- *   <prefix>/services/<svc>/primary  {"primary_region", "endpoint", "epoch",
- *                                     "changed_at", "operation_id"?}
- *   <prefix>/services/<svc>/epoch    the epoch, 20 digits zero-padded
- * (etcd compares VALUEs bytewise: "10" < "9", "…010" > "…009").
- *
- * apply() is ONE transaction through the v3 JSON gateway (/v3/kv/txn):
- *   if value(epoch) < pad(N)                 -> put both keys
- *   else nested txn:
- *     if create_revision(epoch) == 0 (absent) -> put both keys
- *     else                                    -> range both keys
- * A VALUE compare on an absent key always fails in etcd, hence the nested
- * transaction (etcd >= 3.3) for the first write: one round trip, atomic,
- * no window between "check absent" and "put" as a two-step scheme would have.
- * When both branches refuse, the stored values come back: same epoch and
- * same primary/endpoint means our own earlier write (a retry after a lost
- * answer) and is reported as success; anything else is MRD_ESTALE with the
- * stored epoch — a fencing event, never retried blindly. A failed txn has
- * no "succeeded" field in the JSON (protobuf omits false).
- *
+ * etcd cutover driver (the service registry), through the v3 JSON gateway.
+ * Per service: <prefix>/services/<svc>/primary (JSON: primary_region,
+ * endpoint, epoch, changed_at, operation_id?) and .../epoch (20 digits,
+ * zero-padded: etcd compares VALUEs bytewise, "10" < "9").
+ * apply() is ONE txn: if value(epoch) < pad(N) put both keys; else a nested
+ * txn (etcd >= 3.3): if create_revision(epoch) == 0 (absent: a VALUE compare
+ * on an absent key always fails) put both keys, else range both. One round
+ * trip, atomic, no check-then-put window. Refused with the same epoch and
+ * primary/endpoint = our own earlier write (a retry after a lost answer):
+ * success. Otherwise MRD_ESTALE with the stored epoch, a fencing event never
+ * retried blindly. A failed txn has no "succeeded" field (protobuf omits false).
  * read() is one txn without compare that ranges both keys (one snapshot).
- * A transport error moves a call to the next endpoint (each tried at most
- * once per call); safe since apply() is idempotent. Builders and parsers
- * are pure and unit-tested.
+ * A transport error moves a call to the next endpoint (each at most once per
+ * call; safe because apply() is idempotent). Builders/parsers are pure.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -266,47 +255,38 @@ void mrd__etcd_error_message(const char *body, size_t len, char *out, size_t out
 /* ------------------------------------------------------------------ */
 /* config                                                             */
 
-static const char *const etcd_keys[] = {"driver",     "endpoints", "prefix",
-                                        "timeout_ms", "required",  NULL};
+static const char *const etcd_driver_names[] = {"etcd", NULL};
+static const mrd_cfg_field etcd_fields[] = {
+    {"driver", MRD_CFG_STRING, 1, 0, 0, etcd_driver_names, 0, NULL},
+    {"endpoints", MRD_CFG_ARRAY, 1, 1, 16, NULL, MRD_CFG_STRING, NULL},
+    {"prefix", MRD_CFG_STRING, 1, 1, 200, NULL, 0, NULL},
+    {"timeout_ms", MRD_CFG_INT, 0, 100, 600000, NULL, 0, NULL},
+    {"required", MRD_CFG_BOOL, 0, 0, 0, NULL, 0, NULL},
+};
+static const mrd_cfg_schema etcd_schema = {etcd_fields,
+                                           sizeof(etcd_fields) / sizeof(etcd_fields[0])};
 
 int mrd__cutover_etcd_check(const json_t *cfg, char *err, size_t errlen)
 {
-    const char *prefix;
-    long long n;
-    int rc = mrd__cfg_object(cfg, "registry", err, errlen);
-    if (!rc)
-        rc = mrd__cfg_keys(cfg, "registry", etcd_keys, err, errlen);
+    int rc = mrd__cutover_validate(cfg, &etcd_schema, "registry", err, errlen);
     if (rc)
         return rc;
     json_t *eps = json_object_get(cfg, "endpoints");
-    if (!json_is_array(eps) || json_array_size(eps) < 1 || json_array_size(eps) > 16) {
-        snprintf(err, errlen, "registry.endpoints: must be an array of 1 to 16 URLs");
-        return MRD_ECONFIG;
-    }
     for (size_t i = 0; i < json_array_size(eps); i++) {
-        json_t *wrap = json_pack("{sO}", "u", json_array_get(eps, i));
-        char path[48];
-        const char *u;
-        snprintf(path, sizeof(path), "registry.endpoints[%zu]", i);
-        rc = wrap ? mrd__cfg_url(wrap, path, "u", &u, err, errlen) : MRD_ENOMEM;
-        json_decref(wrap);
-        if (rc) {
-            if (rc == MRD_ECONFIG)
-                snprintf(err, errlen, "%s: must be an http:// or https:// URL", path);
-            return rc;
+        if (!mrd__cutover_url_ok(json_string_value(json_array_get(eps, i)))) {
+            snprintf(err, errlen, "registry.endpoints[%zu]: must be an http:// or https:// URL", i);
+            return MRD_ECONFIG;
         }
     }
-    rc = mrd__cfg_string(cfg, "registry", "prefix", 1, 200, &prefix, err, errlen);
-    if (!rc && (prefix[0] != '/' || prefix[strlen(prefix) - 1] == '/' || strstr(prefix, "//") ||
-                !mrd__cutover_name_ok(prefix, 200, "/._-")))
-        rc = MRD_ECONFIG, snprintf(err, errlen,
-                                   "registry.prefix: must start with '/', not end with '/', "
-                                   "and hold only [A-Za-z0-9/._-]");
-    if (!rc)
-        rc = mrd__cfg_int(cfg, "registry", "timeout_ms", 0, 100, 600000, 5000, &n, err, errlen);
-    if (!rc)
-        rc = mrd__cfg_bool(cfg, "registry", "required", err, errlen);
-    return rc;
+    const char *prefix = mrd__cfg_str_or(cfg, "prefix", "");
+    if (prefix[0] != '/' || prefix[strlen(prefix) - 1] == '/' || strstr(prefix, "//") ||
+        !mrd__cutover_name_ok(prefix, 200, "/._-")) {
+        snprintf(err, errlen,
+                 "registry.prefix: must start with '/', not end with '/', and hold "
+                 "only [A-Za-z0-9/._-]");
+        return MRD_ECONFIG;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "meridian/config.h"
 #include "meridian/cutover.h"
 #include "meridian/http_client.h"
 
@@ -53,27 +54,18 @@ int mrd__cutover_http_status(const mrd_http_client_result *r, const char *what, 
 /* Current UTC time as RFC 3339 with milliseconds ("2026-11-27T17:00:00.123Z"). */
 void mrd__cutover_now_rfc3339(char out[32]);
 
-/* ---- hand-written config checks (until the lead switches to config.h schemas) ---- */
+/* ---- config helpers (cutover.c) ---- */
 
-/* Each returns 0 or MRD_ECONFIG with "path.key: why" in err. */
-int mrd__cfg_object(const json_t *obj, const char *path, char *err, size_t errlen);
-/* Refuses keys not in allowed (NULL-terminated). */
-int mrd__cfg_keys(const json_t *obj, const char *path, const char *const *allowed, char *err,
-                  size_t errlen);
-/* *out = the string (borrowed from obj) or NULL when absent and !required. */
-int mrd__cfg_string(const json_t *obj, const char *path, const char *key, int required,
-                    size_t maxlen, const char **out, char *err, size_t errlen);
-/* *out = the integer, or def when absent and !required. */
-int mrd__cfg_int(const json_t *obj, const char *path, const char *key, int required, long long min,
-                 long long max, long long def, long long *out, char *err, size_t errlen);
-int mrd__cfg_bool(const json_t *obj, const char *path, const char *key, char *err, size_t errlen);
+/* Validates obj against schema (include/meridian/config.h) and prefixes the
+ * message with path ("dns.ttl: ..."). Returns 0 or MRD_ECONFIG. */
+int mrd__cutover_validate(const json_t *obj, const mrd_cfg_schema *schema, const char *path,
+                          char *err, size_t errlen);
+/* 1 when s is an http:// or https:// URL with a host part and no blanks. */
+int mrd__cutover_url_ok(const char *s);
 /* The string at key, or def when absent or not a string. */
 const char *mrd__cfg_str_or(const json_t *obj, const char *key, const char *def);
 /* The integer at key, or def when absent or not an integer. */
 long long mrd__cfg_int_or(const json_t *obj, const char *key, long long def);
-/* An http:// or https:// URL without spaces. */
-int mrd__cfg_url(const json_t *obj, const char *path, const char *key, const char **out, char *err,
-                 size_t errlen);
 
 /* ---- config checks (one per driver file) ---- */
 int mrd__cutover_pdns_check(const json_t *cfg, char *err, size_t errlen);

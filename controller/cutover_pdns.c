@@ -1,23 +1,18 @@
 /*
- * PowerDNS cutover driver: points a service's DNS record at the new
- * primary's region through the authoritative server's HTTP API
- * (X-API-Key; zones under /api/v1/servers/<server_id>/zones/<zone>).
- *
- * apply() sends ONE PATCH with two rrsets, both changetype REPLACE: the
- * record (name, type A/AAAA/CNAME, ttl, values[region]) and the TXT
- * _meridian.<name> = "epoch=N primary=REGION". PowerDNS applies a PATCH in
- * one backend transaction and purges its caches, so DNS answers the new
- * value at once and the record never disagrees with its TXT. Re-running
- * apply() is harmless (REPLACE). PowerDNS has no compare-and-set: fencing
- * comes from the store and the etcd step that precede the dns step;
- * read() lets reconciliation see a stale epoch in the TXT.
- *
- * read() GETs the zone filtered on each name (rrset_name=, two requests)
- * and parses the record and the TXT epoch.
- *
- * Failures are reported through the callback with the MRD_E* of
- * mrd__cutover_http_status(); nothing is retried here (the operation state
- * machine retries). JSON builders and parsers are pure and unit-tested.
+ * PowerDNS cutover driver: points a service's record at the new primary's
+ * region through the authoritative HTTP API (X-API-Key; zones under
+ * /api/v1/servers/<server_id>/zones/<zone>).
+ * apply() sends ONE PATCH with two rrsets, changetype REPLACE: the record
+ * (name, A/AAAA/CNAME, ttl, values[region]) and the TXT _meridian.<name> =
+ * "epoch=N primary=REGION". PowerDNS applies a PATCH in one backend
+ * transaction and purges its caches: DNS answers the new value at once and
+ * the record never disagrees with its TXT. Re-running apply() is harmless.
+ * PowerDNS has no compare-and-set: fencing comes from the store and the etcd
+ * step before the dns step; read() lets reconciliation see the TXT epoch.
+ * read() GETs the zone filtered on each name (rrset_name=, two requests).
+ * Failures reach the callback as the MRD_E* of mrd__cutover_http_status();
+ * nothing is retried here (the operation state machine retries). JSON
+ * builders and parsers are pure and unit-tested.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -181,10 +176,23 @@ int mrd__pdns_observed(const json_t *record_zone, const json_t *txt_zone, const 
 /* ------------------------------------------------------------------ */
 /* config                                                             */
 
-static const char *const pdns_keys[] = {"driver", "api_url",  "api_key",    "server_id",
-                                        "zone",   "name",     "type",       "ttl",
-                                        "values", "required", "timeout_ms", NULL};
+static const char *const pdns_driver_names[] = {"pdns", NULL};
 static const char *const pdns_types[] = {"A", "AAAA", "CNAME", NULL};
+static const mrd_cfg_field pdns_fields[] = {
+    {"driver", MRD_CFG_STRING, 1, 0, 0, pdns_driver_names, 0, NULL},
+    {"api_url", MRD_CFG_STRING, 1, 1, 2048, NULL, 0, NULL},
+    {"api_key", MRD_CFG_STRING, 1, 1, 1024, NULL, 0, NULL},
+    {"server_id", MRD_CFG_STRING, 0, 1, 63, NULL, 0, NULL},
+    {"zone", MRD_CFG_STRING, 1, 1, 253, NULL, 0, NULL},
+    {"name", MRD_CFG_STRING, 1, 1, 240, NULL, 0, NULL},
+    {"type", MRD_CFG_STRING, 1, 0, 0, pdns_types, 0, NULL},
+    {"ttl", MRD_CFG_INT, 1, 1, 86400, NULL, 0, NULL},
+    {"values", MRD_CFG_MAP, 0, 0, 0, NULL, MRD_CFG_STRING, NULL},
+    {"required", MRD_CFG_BOOL, 0, 0, 0, NULL, 0, NULL},
+    {"timeout_ms", MRD_CFG_INT, 0, 100, 600000, NULL, 0, NULL},
+};
+static const mrd_cfg_schema pdns_schema = {pdns_fields,
+                                           sizeof(pdns_fields) / sizeof(pdns_fields[0])};
 
 static int dns_name_ok(const char *s)
 {
@@ -193,74 +201,49 @@ static int dns_name_ok(const char *s)
            mrd__cutover_name_ok(s, 253, ".-_");
 }
 
+static int bad(char *err, size_t errlen, const char *msg)
+{
+    snprintf(err, errlen, "%s", msg);
+    return MRD_ECONFIG;
+}
+
 int mrd__cutover_pdns_check(const json_t *cfg, char *err, size_t errlen)
 {
-    const char *s, *zone, *name, *type;
-    long long n;
-    int rc = mrd__cfg_object(cfg, "dns", err, errlen);
-    if (!rc)
-        rc = mrd__cfg_keys(cfg, "dns", pdns_keys, err, errlen);
-    if (!rc)
-        rc = mrd__cfg_url(cfg, "dns", "api_url", &s, err, errlen);
-    if (!rc)
-        rc = mrd__cfg_string(cfg, "dns", "api_key", 1, 1024, &s, err, errlen);
-    if (!rc && strpbrk(s, "\r\n"))
-        rc = MRD_ECONFIG, snprintf(err, errlen, "dns.api_key: must be one line");
-    if (!rc)
-        rc = mrd__cfg_string(cfg, "dns", "server_id", 0, 63, &s, err, errlen);
-    if (!rc && s && !mrd__cutover_name_ok(s, 63, "._-"))
-        rc = MRD_ECONFIG, snprintf(err, errlen, "dns.server_id: must be [A-Za-z0-9._-]");
-    if (!rc)
-        rc = mrd__cfg_string(cfg, "dns", "zone", 1, 253, &zone, err, errlen);
-    if (!rc && !dns_name_ok(zone))
-        rc = MRD_ECONFIG,
-        snprintf(err, errlen, "dns.zone: must be a domain name with the trailing dot");
-    if (!rc)
-        rc = mrd__cfg_string(cfg, "dns", "name", 1, 240, &name, err, errlen);
-    if (!rc && !dns_name_ok(name))
-        rc = MRD_ECONFIG,
-        snprintf(err, errlen, "dns.name: must be a domain name with the trailing dot");
-    if (!rc) {
-        size_t nl = strlen(name), zl = strlen(zone);
-        if (!(nl == zl && !strcasecmp(name, zone)) &&
-            !(nl > zl && !strcasecmp(name + nl - zl, zone) && name[nl - zl - 1] == '.'))
-            rc = MRD_ECONFIG, snprintf(err, errlen, "dns.name: must be inside dns.zone");
-    }
-    if (!rc)
-        rc = mrd__cfg_string(cfg, "dns", "type", 1, 8, &type, err, errlen);
-    if (!rc) {
-        int found = 0;
-        for (size_t i = 0; pdns_types[i]; i++)
-            found |= !strcmp(pdns_types[i], type);
-        if (!found)
-            rc = MRD_ECONFIG, snprintf(err, errlen, "dns.type: must be one of A, AAAA, CNAME");
-    }
-    if (!rc)
-        rc = mrd__cfg_int(cfg, "dns", "ttl", 1, 1, 86400, 0, &n, err, errlen);
-    if (!rc)
-        rc = mrd__cfg_int(cfg, "dns", "timeout_ms", 0, 100, 600000, 5000, &n, err, errlen);
-    if (!rc)
-        rc = mrd__cfg_bool(cfg, "dns", "required", err, errlen);
-    json_t *values = json_object_get(cfg, "values");
-    if (!rc && values && !json_is_object(values))
-        rc = MRD_ECONFIG, snprintf(err, errlen, "dns.values: must be an object");
-    if (!rc && values) {
-        const char *region;
-        json_t *v;
-        json_object_foreach(values, region, v)
-        {
-            if (!mrd__cutover_name_ok(region, 63, "_-")) {
-                snprintf(err, errlen, "dns.values.%.63s: region names are [A-Za-z0-9_-]", region);
-                return MRD_ECONFIG;
-            }
-            if (!json_is_string(v) || !mrd__pdns_value_ok(type, json_string_value(v))) {
-                snprintf(err, errlen, "dns.values.%s: must be a valid %s value%s", region, type,
-                         !strcmp(type, "CNAME") ? " (a name with the trailing dot)" : "");
-                return MRD_ECONFIG;
-            }
+    int rc = mrd__cutover_validate(cfg, &pdns_schema, "dns", err, errlen);
+    if (rc)
+        return rc;
+    const char *zone = mrd__cfg_str_or(cfg, "zone", ""), *name = mrd__cfg_str_or(cfg, "name", "");
+    const char *type = mrd__cfg_str_or(cfg, "type", "");
+    const char *server_id = mrd__cfg_str_or(cfg, "server_id", NULL);
+    if (!mrd__cutover_url_ok(mrd__cfg_str_or(cfg, "api_url", "")))
+        return bad(err, errlen, "dns.api_url: must be an http:// or https:// URL");
+    if (strpbrk(mrd__cfg_str_or(cfg, "api_key", ""), "\r\n"))
+        return bad(err, errlen, "dns.api_key: must be one line");
+    if (server_id && !mrd__cutover_name_ok(server_id, 63, "._-"))
+        return bad(err, errlen, "dns.server_id: must be [A-Za-z0-9._-]");
+    if (!dns_name_ok(zone))
+        return bad(err, errlen, "dns.zone: must be a domain name with the trailing dot");
+    if (!dns_name_ok(name))
+        return bad(err, errlen, "dns.name: must be a domain name with the trailing dot");
+    size_t nl = strlen(name), zl = strlen(zone);
+    if (!(nl == zl && !strcasecmp(name, zone)) &&
+        !(nl > zl && !strcasecmp(name + nl - zl, zone) && name[nl - zl - 1] == '.'))
+        return bad(err, errlen, "dns.name: must be inside dns.zone");
+    const char *region;
+    json_t *v;
+    json_object_foreach(json_object_get(cfg, "values"), region, v)
+    {
+        if (!mrd__cutover_name_ok(region, 63, "_-")) {
+            snprintf(err, errlen, "dns.values.%.63s: region names are [A-Za-z0-9_-]", region);
+            return MRD_ECONFIG;
+        }
+        if (!mrd__pdns_value_ok(type, json_string_value(v))) {
+            snprintf(err, errlen, "dns.values.%s: must be a valid %s value%s", region, type,
+                     !strcmp(type, "CNAME") ? " (a name with the trailing dot)" : "");
+            return MRD_ECONFIG;
         }
     }
-    return rc;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */

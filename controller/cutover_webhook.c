@@ -54,8 +54,16 @@ int mrd__webhook_retryable(int status)
 /* ------------------------------------------------------------------ */
 /* config                                                             */
 
-static const char *const hook_keys[] = {
-    "url", "secret", "timeout_ms", "max_attempts", "backoff_base_ms", "backoff_max_ms", NULL};
+static const mrd_cfg_field hook_fields[] = {
+    {"url", MRD_CFG_STRING, 1, 1, 2048, NULL, 0, NULL},
+    {"secret", MRD_CFG_STRING, 1, 1, 1024, NULL, 0, NULL},
+    {"timeout_ms", MRD_CFG_INT, 0, 100, 600000, NULL, 0, NULL},
+    {"max_attempts", MRD_CFG_INT, 0, 1, 20, NULL, 0, NULL},
+    {"backoff_base_ms", MRD_CFG_INT, 0, 1, 60000, NULL, 0, NULL},
+    {"backoff_max_ms", MRD_CFG_INT, 0, 1, 600000, NULL, 0, NULL},
+};
+static const mrd_cfg_schema hook_schema = {hook_fields,
+                                           sizeof(hook_fields) / sizeof(hook_fields[0])};
 
 int mrd__cutover_webhook_check(const json_t *cfg, char *err, size_t errlen)
 {
@@ -66,30 +74,25 @@ int mrd__cutover_webhook_check(const json_t *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < json_array_size(cfg); i++) {
         json_t *h = json_array_get(cfg, i);
         char path[32];
-        const char *s;
-        long long n, base = 0, max = 0;
         snprintf(path, sizeof(path), "webhooks[%zu]", i);
-        int rc = mrd__cfg_object(h, path, err, errlen);
-        if (!rc)
-            rc = mrd__cfg_keys(h, path, hook_keys, err, errlen);
-        if (!rc)
-            rc = mrd__cfg_url(h, path, "url", &s, err, errlen);
-        if (!rc)
-            rc = mrd__cfg_string(h, path, "secret", 1, 1024, &s, err, errlen);
-        if (!rc)
-            rc = mrd__cfg_int(h, path, "timeout_ms", 0, 100, 600000, 2000, &n, err, errlen);
-        if (!rc)
-            rc = mrd__cfg_int(h, path, "max_attempts", 0, 1, 20, 5, &n, err, errlen);
-        if (!rc)
-            rc = mrd__cfg_int(h, path, "backoff_base_ms", 0, 1, 60000, 200, &base, err, errlen);
-        if (!rc)
-            rc = mrd__cfg_int(h, path, "backoff_max_ms", 0, 1, 600000, 5000, &max, err, errlen);
-        if (!rc && max < base) {
-            snprintf(err, errlen, "%s.backoff_max_ms: must be >= backoff_base_ms", path);
-            rc = MRD_ECONFIG;
-        }
+        int rc = mrd__cutover_validate(h, &hook_schema, path, err, errlen);
         if (rc)
             return rc;
+        if (!mrd__cutover_url_ok(mrd__cfg_str_or(h, "url", ""))) {
+            snprintf(err, errlen, "%s.url: must be an http:// or https:// URL", path);
+            return MRD_ECONFIG;
+        }
+        if (strpbrk(mrd__cfg_str_or(h, "secret", ""), "\r\n") ||
+            strlen(mrd__cfg_str_or(h, "url", "")) !=
+                json_string_length(json_object_get(h, "url"))) {
+            snprintf(err, errlen, "%s: url and secret must be one line without NUL", path);
+            return MRD_ECONFIG;
+        }
+        if (mrd__cfg_int_or(h, "backoff_max_ms", 5000) <
+            mrd__cfg_int_or(h, "backoff_base_ms", 200)) {
+            snprintf(err, errlen, "%s.backoff_max_ms: must be >= backoff_base_ms", path);
+            return MRD_ECONFIG;
+        }
     }
     return 0;
 }

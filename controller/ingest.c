@@ -122,15 +122,15 @@ static json_t *entry_from_request(const mrd_hb_request *r)
         json_array_append_new(members, member_row(r, &r->members[i]));
     for (size_t i = 0; i < r->nresults; i++) {
         const mrd_hb_result *res = &r->results[i];
-        json_array_append_new(results,
-                              json_pack("{s:s, s:s, s:{s:s, s:s, s:I}}", "id", res->id, "status",
-                                        mrd_result_status_name(res->status), "result", "status",
-                                        mrd_result_status_name(res->status), "error", res->error,
-                                        "epoch", (json_int_t)res->epoch));
+        json_array_append_new(
+            results, json_pack("{s:s, s:s, s:{s:s, s:s, s:I, s:I}}", "id", res->id, "status",
+                               mrd_result_status_name(res->status), "result", "status",
+                               mrd_result_status_name(res->status), "error", res->error, "epoch",
+                               (json_int_t)res->epoch, "position", (json_int_t)res->position));
     }
-    return json_pack("{s:{s:s, s:s, s:I, s:o, s:o}, s:o, s:o}", "node", "name", r->node, "region",
-                     r->region, "seq", (json_int_t)r->seq, "checks", checks, "probes", probes,
-                     "members", members, "results", results);
+    return json_pack("{s:{s:s, s:s, s:I, s:o, s:o, s:s}, s:o, s:o}", "node", "name", r->node,
+                     "region", r->region, "seq", (json_int_t)r->seq, "checks", checks, "probes",
+                     probes, "api_url", r->api_url, "members", members, "results", results);
 }
 
 static size_t entry_rows(json_t *entry)
@@ -141,12 +141,15 @@ static size_t entry_rows(json_t *entry)
 
 static const char *flush_sql =
     "WITH b AS (SELECT $1::jsonb AS j),"
-    " n AS (INSERT INTO meridian.nodes AS t (name, region, seq, checks, probes, via, last_seen)"
-    "  SELECT DISTINCT ON (x.name) x.name, x.region, x.seq, x.checks, x.probes, $2, now()"
+    " n AS (INSERT INTO meridian.nodes AS t (name, region, seq, checks, probes, via, api_url,"
+    "   last_seen)"
+    "  SELECT DISTINCT ON (x.name) x.name, x.region, x.seq, x.checks, x.probes, $2,"
+    "   NULLIF(x.api_url, ''), now()"
     "  FROM b, jsonb_to_recordset(b.j->'nodes') AS x(name text, region text, seq bigint,"
-    "       checks jsonb, probes jsonb)"
+    "       checks jsonb, probes jsonb, api_url text)"
     "  ON CONFLICT (name) DO UPDATE SET region = EXCLUDED.region, seq = EXCLUDED.seq,"
-    "   checks = EXCLUDED.checks, probes = EXCLUDED.probes, via = EXCLUDED.via, last_seen = now()"
+    "   checks = EXCLUDED.checks, probes = EXCLUDED.probes, via = EXCLUDED.via,"
+    "   api_url = EXCLUDED.api_url, last_seen = now()"
     "  RETURNING 1),"
     " m AS (INSERT INTO meridian.members AS t (service, name, node, region, role, fenced,"
     "   healthy, timeline, position, receive_position, replay_position, lag_bytes, lag_ms,"
@@ -169,8 +172,11 @@ static const char *flush_sql =
     " r AS (UPDATE meridian.commands c SET status = x.status, result = x.result,"
     "   finished_at = now()"
     "  FROM b, jsonb_to_recordset(b.j->'results') AS x(id text, status text, result jsonb)"
-    "  WHERE c.id = x.id AND c.status = 'pending' RETURNING 1)"
-    " SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM m), (SELECT count(*) FROM r)";
+    "  WHERE c.id = x.id AND c.status = 'pending' RETURNING 1),"
+    /* Tell the leader at once (it LISTENs) when something it waits for came in. */
+    " t AS (SELECT pg_notify('meridian_ingest', $2) WHERE $3::boolean)"
+    " SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM m), (SELECT count(*) FROM r),"
+    "  (SELECT count(*) FROM t)";
 
 static void flush_done(int err, PGresult *res, void *data)
 {
@@ -206,7 +212,7 @@ static void flush_done(int err, PGresult *res, void *data)
     json_decref(f->batch);
     free(f);
     /* Heartbeats that wait for a commit should not wait for the cron. */
-    if (ctl->ingest.waiters != NULL)
+    if (ctl->ingest.waiters != NULL || ctl->ingest.urgent)
         flush(ctl);
 }
 
@@ -230,6 +236,7 @@ static void flush(mrd_ctl *ctl)
         json_array_extend(members, json_object_get(entry, "members"));
         json_array_extend(results, json_object_get(entry, "results"));
     }
+    int notify = in->urgent || json_array_size(results) > 0;
     json_t *doc =
         json_pack("{s:o, s:o, s:o}", "nodes", nodes, "members", members, "results", results);
     char *text = json_dumps(doc, JSON_COMPACT);
@@ -244,12 +251,13 @@ static void flush(mrd_ctl *ctl)
     f->batch = in->batch;
     f->waiters = in->waiters;
     f->rows = in->batch_rows;
+    in->urgent = 0;
     in->batch = json_object();
     in->waiters = NULL;
     in->batch_rows = 0;
     in->first_pending_ms = 0;
-    const char *params[2] = {text, ctl->cfg.name};
-    int rc = mrd_pg_query(ctl->pg, flush_sql, 2, params, flush_done, f);
+    const char *params[3] = {text, ctl->cfg.name, notify ? "true" : "false"};
+    int rc = mrd_pg_query(ctl->pg, flush_sql, 3, params, flush_done, f);
     free(text);
     if (rc != 0) {
         flush_done(rc, NULL, f);
@@ -331,7 +339,7 @@ void mrd__ingest_cron(mrd_ctl *ctl, uint64_t now)
     mrd__ingest *in = &ctl->ingest;
     if (json_object_size(in->batch) > 0 &&
         (in->batch_rows >= FLUSH_ROWS || now >= in->first_pending_ms + FLUSH_INTERVAL_MS ||
-         in->waiters != NULL))
+         in->waiters != NULL || in->urgent))
         flush(ctl);
     if (!in->cache_in_flight && now >= in->cache_next_ms && mrd_pg_connected(ctl->pg) &&
         ctl->migrated) {
@@ -339,6 +347,12 @@ void mrd__ingest_cron(mrd_ctl *ctl, uint64_t now)
             in->cache_in_flight = 1;
         in->cache_next_ms = now + ctl->cfg.tick_ms;
     }
+}
+
+void mrd__ingest_refresh_now(mrd_ctl *ctl)
+{
+    ctl->ingest.cache_next_ms = 0;
+    mrd__ingest_cron(ctl, mrd__now_ms());
 }
 
 static int hosts_primary(const mrd_hb_request *r)
@@ -421,7 +435,14 @@ void mrd__ingest_heartbeat(mrd_http_request *req, mrd_http_response *res, void *
     if (in->first_pending_ms == 0)
         in->first_pending_ms = mrd__now_ms();
     json_object_set_new(in->batch, hb.node, entry);
+    int urgent = hb.urgent || hb.nresults > 0;
     mrd_hb_request_free(&hb);
+    if (urgent) {
+        /* A command result or an answer to a poke: record it now and let
+         * the leader know, an operation is waiting for it. */
+        in->urgent = 1;
+        flush(ctl);
+    }
 
     if (primary && mrd_pg_connected(ctl->pg) && ctl->migrated) {
         mrd__waiter *w = malloc(sizeof(*w));

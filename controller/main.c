@@ -24,14 +24,37 @@ static void usage(FILE *f)
                "       meridian-controller --version\n");
 }
 
+static void listen_done(int err, PGresult *res, void *data)
+{
+    (void)res;
+    (void)data;
+    if (err != 0)
+        mrd_log(MRD_LOG_WARN, "cannot listen for store notifications",
+                MRD_S("error", mrd_strerror(err)));
+}
+
 static void on_pg_state(mrd_pg *pg, int connected, void *data)
 {
     mrd_ctl *ctl = data;
-    (void)pg;
     mrd_log(connected ? MRD_LOG_INFO : MRD_LOG_WARN,
             connected ? "store connected" : "store connection lost");
-    if (connected)
+    if (connected) {
         mrd__store_migrate_async(ctl);
+        mrd_pg_query(pg, "LISTEN meridian_ingest", 0, NULL, listen_done, ctl);
+        mrd_pg_query(pg, "LISTEN meridian_commands", 0, NULL, listen_done, ctl);
+    }
+}
+
+/* Another controller recorded something an operation may wait for. */
+static void on_pg_notify(mrd_pg *pg, const char *channel, const char *payload, void *data)
+{
+    mrd_ctl *ctl = data;
+    (void)pg;
+    (void)payload;
+    if (strcmp(channel, "meridian_commands") == 0)
+        mrd__ingest_refresh_now(ctl);
+    else if (mrd__lease_is_leader(ctl))
+        ctl->tick_wanted = 1;
 }
 
 static void cron(uv_timer_t *t)
@@ -59,6 +82,11 @@ static void http_stopped(void *arg)
     mrd_ctl *ctl = arg;
     ctl->http = NULL;
     mrd__ingest_close(ctl);
+    if (ctl->http_client)
+        mrd_http_client_close(ctl->http_client);
+    ctl->http_client = NULL;
+    json_decref(ctl->poked);
+    ctl->poked = NULL;
     json_decref(ctl->snapshot);
     ctl->snapshot = NULL;
     mrd_pg_stop(ctl->pg, pg_closed, ctl);
@@ -94,6 +122,7 @@ static int run(mrd_ctl *ctl)
     memset(&po, 0, sizeof(po));
     po.conninfo = ctl->cfg.store;
     po.on_state = on_pg_state;
+    po.on_notify = on_pg_notify;
     po.data = ctl;
     po.query_timeout_ms = ctl->cfg.lease_ttl_ms / 2;
     int rc = mrd_pg_start(&ctl->pg, ctl->loop, &po);
@@ -103,6 +132,9 @@ static int run(mrd_ctl *ctl)
         return 1;
     }
     mrd__ingest_init(ctl);
+    ctl->poked = json_object();
+    if (mrd_http_client_init(&ctl->http_client, ctl->loop) != 0)
+        ctl->http_client = NULL;
     ctl->heartbeat_ms = 1000;
     for (size_t i = 0; i < ctl->nservices; i++)
         if (i == 0 || ctl->services[i].policy.heartbeat_ms < ctl->heartbeat_ms)

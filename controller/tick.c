@@ -41,7 +41,7 @@ static const char *snapshot_sql =
     "   'last_seen_ms', (extract(epoch FROM m.last_seen) * 1000)::bigint)), '[]')"
     "   FROM meridian.members m WHERE m.service IN (SELECT name FROM meridian.services)),"
     " 'nodes', (SELECT coalesce(json_agg(json_build_object('name', n.name, 'region', n.region,"
-    "   'probes', n.probes, 'checks', n.checks,"
+    "   'probes', n.probes, 'checks', n.checks, 'api_url', n.api_url,"
     "   'last_seen_ms', (extract(epoch FROM n.last_seen) * 1000)::bigint)), '[]')"
     "   FROM meridian.nodes n WHERE n.name IN (SELECT node FROM meridian.members"
     "   WHERE service IN (SELECT name FROM meridian.services))),"
@@ -241,6 +241,7 @@ typedef struct {
     mrd_op_transition t;
     mrd__op_created_cb cb;
     void *data;
+    int old_fenced;
 } op_req;
 
 static const char *cmd_kind(mrd_op_action a)
@@ -260,7 +261,8 @@ static const char *cmd_kind(mrd_op_action a)
 }
 
 /* The agent commands of a transition as store rows. */
-static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_op_transition *t)
+static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_op_transition *t,
+                            int old_fenced)
 {
     json_t *rows = json_array();
     for (size_t i = 0; i < t->ncommands; i++) {
@@ -276,6 +278,8 @@ static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_o
             json_object_set_new(args, "primary_conninfo",
                                 json_string(leader ? leader->conninfo : ""));
         }
+        if (c->action == MRD_ACT_PROMOTE && old_fenced)
+            json_object_set_new(args, "old_primary_fenced", json_true());
         json_object_set_new(args, "operation", json_string(op->id));
         json_array_append_new(rows,
                               json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:o}", "id", c->command_id,
@@ -298,6 +302,7 @@ static void cache_commands(mrd_ctl *ctl, json_t *rows)
         json_object_del(c, "node");
         mrd__ingest_cache_command(ctl, nodebuf, c);
         json_decref(c);
+        mrd__poke(ctl, nodebuf);
     }
 }
 
@@ -317,7 +322,7 @@ static void persist_done(int err, PGresult *res, void *data)
                 MRD_S("to", mrd_op_step_name(r->t.to)), MRD_S("why", r->t.why));
         mrd__service *s = mrd__service_find(ctl, r->service);
         if (s) {
-            json_t *rows = command_rows(s, &r->op, &r->t);
+            json_t *rows = command_rows(s, &r->op, &r->t, r->old_fenced);
             cache_commands(ctl, rows);
             json_decref(rows);
         }
@@ -357,11 +362,13 @@ static const char *persist_sql =
     " ev AS (INSERT INTO meridian.events (kind, service, actor, term, message, detail)"
     "  SELECT 'operation.step', $11, $1, $2::bigint, $17,"
     "   jsonb_build_object('operation', $3::bigint, 'from', $4, 'to', $5, 'condition', $18)"
-    "  WHERE EXISTS (SELECT 1 FROM op) RETURNING 1)"
-    " SELECT (SELECT count(*) FROM op), (SELECT count(*) FROM c)";
+    "  WHERE EXISTS (SELECT 1 FROM op) RETURNING 1),"
+    /* every controller refreshes its cache of commands and epochs at once */
+    " n AS (SELECT pg_notify('meridian_commands', $11) WHERE EXISTS (SELECT 1 FROM op))"
+    " SELECT (SELECT count(*) FROM op), (SELECT count(*) FROM c), (SELECT count(*) FROM n)";
 
 static void op_persist(mrd_ctl *ctl, const mrd__service *s, const mrd_op *before,
-                       const mrd_op *after, const mrd_op_transition *t)
+                       const mrd_op *after, const mrd_op_transition *t, int old_fenced)
 {
     op_req *r = calloc(1, sizeof(*r));
     if (r == NULL)
@@ -370,10 +377,11 @@ static void op_persist(mrd_ctl *ctl, const mrd__service *s, const mrd_op *before
     snprintf(r->service, sizeof(r->service), "%s", s->name);
     r->op = *after;
     r->t = *t;
+    r->old_fenced = old_fenced;
     json_t *state = mrd__op_to_json(after);
     char *state_text = json_dumps(state, JSON_COMPACT);
     json_decref(state);
-    json_t *rows = command_rows(s, after, t);
+    json_t *rows = command_rows(s, after, t, old_fenced);
     char *rows_text = json_dumps(rows, JSON_COMPACT);
     json_decref(rows);
     int terminal = mrd_op_step_terminal(after->step);
@@ -419,9 +427,9 @@ static void issue_done(int err, PGresult *res, void *data)
 /* Re-issues the commands of the current step that the store does not have
  * yet (a new leader resuming, or a command lost). Idempotent by id. */
 static void op_issue(mrd_ctl *ctl, const mrd__service *s, const mrd_op *op,
-                     const mrd_op_transition *t, json_t *cmds)
+                     const mrd_op_transition *t, json_t *cmds, int old_fenced)
 {
-    json_t *rows = command_rows(s, op, t);
+    json_t *rows = command_rows(s, op, t, old_fenced);
     json_t *missing = json_array();
     size_t i;
     json_t *r;
@@ -551,12 +559,15 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
         json_decref(cmds);
         return;
     }
+    /* The catchup step waits for the target's position: ask for it now. */
+    if (op.step == MRD_STEP_CATCHUP)
+        mrd__poke(ctl, op.to_node);
     if (t.result == MRD_OP_MOVE) {
         mrd_op after = op;
         mrd_op_apply(&after, &t, now);
-        op_persist(ctl, s, &op, &after, &t);
+        op_persist(ctl, s, &op, &after, &t, in.old_fence_confirmed);
     } else {
-        op_issue(ctl, s, &op, &t, cmds);
+        op_issue(ctl, s, &op, &t, cmds, in.old_fence_confirmed);
         for (size_t k = 0; k < t.ncommands; k++) {
             if (t.commands[k].action == MRD_ACT_REGISTRY || t.commands[k].action == MRD_ACT_DNS)
                 mrd__cutover_drive(ctl, s, &op, t.commands[k].action, now);

@@ -180,7 +180,7 @@ for arg in sys.argv[2:]:
         claims.append((name, me["term"]))
     views.add((ld.get("name"), ld.get("term")))
     rows.append((name, me["region"], "LEADER" if me["is_leader"] else "follower",
-                 str(me["term"]), "%s (term %s)" % (ld.get("name"), ld.get("term")) if ld else "none"))
+                 str(me["term"]) if me["is_leader"] else "-", "%s (term %s)" % (ld.get("name"), ld.get("term")) if ld else "none"))
 print("   %-8s %-6s %-9s %-5s %s" % ("name", "region", "role", "term", "sees as leader"))
 for r in rows:
     print("   %-8s %-6s %-9s %-5s %s" % r)

@@ -27,6 +27,7 @@ CREATE TABLE meridian.nodes (
     checks     jsonb NOT NULL DEFAULT '[]',
     probes     jsonb NOT NULL DEFAULT '[]',
     via        text,
+    api_url    text,
     last_seen  timestamptz NOT NULL DEFAULT now()
 );
 

@@ -106,8 +106,9 @@ int mrd_cutover_target_check(const mrd_cutover_target *t, char *err, size_t errl
  * *out, or MRD_ECONFIG with "key: why" in err (nothing allocated), MRD_ENOMEM
  * or MRD_EINTERNAL.
  */
-/* "noop": {"driver": "noop"} (cfg may be NULL). Refuses with MRD_ESTALE an
- * epoch below the one it remembers for the service, like a fenced target. */
+/* "noop": {"driver": "noop"} (cfg may be NULL). Remembers the last target
+ * per service in memory and, like etcd, refuses with MRD_ESTALE an older
+ * epoch or the same epoch with another primary region. */
 int mrd_cutover_noop_init(mrd_cutover_driver **out, uv_loop_t *loop, const json_t *cfg, char *err,
                           size_t errlen);
 /* "pdns": {"driver": "pdns", "api_url", "api_key", "server_id"?: "localhost",

@@ -31,6 +31,9 @@ typedef struct mrd_pg mrd_pg;
  * res is freed by mrd_pg when the callback returns. */
 typedef void (*mrd_pg_result_cb)(int err, PGresult *res, void *data);
 typedef void (*mrd_pg_state_cb)(mrd_pg *pg, int connected, void *data);
+/* A NOTIFY on a channel this connection LISTENs to (send "LISTEN name" as a
+ * query after each on_state(1): a new connection listens to nothing). */
+typedef void (*mrd_pg_notify_cb)(mrd_pg *pg, const char *channel, const char *payload, void *data);
 
 typedef struct {
     const char *conninfo;
@@ -40,6 +43,7 @@ typedef struct {
     uint64_t query_timeout_ms;   /* default 5000 */
     size_t max_queue;            /* default 10000; beyond, mrd_pg_query fails MRD_ETOOBIG */
     mrd_pg_state_cb on_state;
+    mrd_pg_notify_cb on_notify; /* may be NULL: notifications are dropped */
     void *data;
 } mrd_pg_options;
 

@@ -23,7 +23,11 @@
  *    "probes":  [{"region": "us", "target": "10.0.0.1:5432", "ok": true,
  *                 "latency_ms": 1.5, "error": null}],
  *    "results": [{"id": "c-17", "status": "done|failed|refused", "error": null,
- *                 "epoch": 7}]}
+ *                 "epoch": 7, "position": 123456}],   position: optional, fence only
+ *    "api_url": "http://10.0.0.5:7002",   optional: where the controller can
+ *                                         POST /v1/agent/poke to get a heartbeat now
+ *    "urgent": false}                     optional: sent at once after a command
+ *                                         or a poke
  *
  * answer (200)
  *   {"recorded": true,                 the store committed this heartbeat
@@ -162,6 +166,8 @@ typedef struct {
     mrd_result_status status;
     char error[MRD_PROTO_ERROR_MAX]; /* "": none (null on the wire) */
     int64_t epoch;                   /* the command's epoch */
+    int64_t position;                /* fence: the member's position after the fence
+                                        (pg_current_wal_lsn); 0: n/a */
 } mrd_hb_result;
 
 /* A heartbeat request. Arrays are heap-allocated and owned by the struct
@@ -170,6 +176,10 @@ typedef struct {
     char node[MRD_PROTO_NAME_MAX];
     char region[MRD_PROTO_NAME_MAX];
     int64_t seq;
+    char api_url[MRD_PROTO_TARGET_MAX]; /* the agent's own API ("" unknown): where the
+                                           controller pokes it */
+    int urgent; /* sent at once after a command or a poke: the controller should
+                   record it and tell the leader without waiting */
     mrd_hb_epoch *epochs;
     size_t nepochs;
     mrd_hb_check *checks;

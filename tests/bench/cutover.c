@@ -67,7 +67,8 @@ static int dns_query_a(int port, const char *name, char *out, size_t outlen)
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     if (s < 0)
         return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int rc = -1;
     if (sendto(s, q, n, 0, (struct sockaddr *)&a, sizeof(a)) != (ssize_t)n)
@@ -178,9 +179,8 @@ static int run_round(round_ctx *c, const mrd_cutover_target *tg)
     }
     uv_timer_start(&poll_t, poll_cb, 0, 10);
     uv_timer_start(&deadline, expire_cb, 5000, 0);
-    for (int i = 0; i < 100000 && !c->expired && !(c->done_cb && c->t_visible >= 0 &&
-                                                   !c->read_in_flight);
-         i++)
+    for (int i = 0;
+         i < 100000 && !c->expired && !(c->done_cb && c->t_visible >= 0 && !c->read_in_flight); i++)
         uv_run(c->loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&poll_t, NULL);
     uv_close((uv_handle_t *)&deadline, NULL);
@@ -223,8 +223,12 @@ int main(int argc, char **argv)
     snprintf(keyh, sizeof(keyh), "X-API-Key: %s", key);
     snprintf(body, sizeof(body), "{\"name\":\"%s\",\"kind\":\"Native\",\"nameservers\":[]}", zone);
     const char *hdrs[] = {keyh, "Content-Type: application/json", NULL};
-    mrd_http_client_req req = {.method = "POST", .url = url, .body = body,
-                               .body_len = strlen(body), .headers = hdrs, .timeout_ms = 10000};
+    mrd_http_client_req req = {.method = "POST",
+                               .url = url,
+                               .body = body,
+                               .body_len = strlen(body),
+                               .headers = hdrs,
+                               .timeout_ms = 10000};
     int status = 0;
     char *resp = NULL;
     size_t rlen = 0;
@@ -261,8 +265,12 @@ int main(int argc, char **argv)
     for (int k = 0; k < 2; k++) {
         for (int i = 0; i < rounds; i++) {
             const char *region = i % 2 ? "eu" : "us";
-            round_ctx c = {.loop = &loop, .d = k ? ed : pd, .kind = k, .dns_port = dns_port,
-                           .name = name, .want = i % 2 ? "127.0.0.11" : "127.0.0.12",
+            round_ctx c = {.loop = &loop,
+                           .d = k ? ed : pd,
+                           .kind = k,
+                           .dns_port = dns_port,
+                           .name = name,
+                           .want = i % 2 ? "127.0.0.11" : "127.0.0.12",
                            .epoch = i + 1};
             mrd_cutover_target t = {"bench", i + 1, region, i % 2 ? "us" : "eu", c.want, NULL};
             if (run_round(&c, &t) == 0) {

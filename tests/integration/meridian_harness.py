@@ -84,6 +84,11 @@ class WaitTimeout(AssertionError):
     """wait_until() ran out of time: the awaited condition never held."""
 
 
+class StopWaiting(HarnessError):
+    """Raised by a wait_until() condition when waiting longer is pointless
+    (the process exited): wait_until lets it through at once."""
+
+
 # --------------------------------------------------------------------------
 # environment
 
@@ -149,6 +154,9 @@ class _State:
         self.state_file = None
         self.owned_tmp_roots = []
         self.current_procs = []    # Procs started since the current test began
+        self.test_name = None      # the running test, if any
+        self.test_tmp = None       # its default TempDir, once asked for
+        self.session_tmp = None    # default TempDir outside tests
 
 
 _state = _State()
@@ -194,8 +202,6 @@ def cleanup_all():
         _state.resources, _state.session = _state.session, []
     problems += _release_since(0)
     _state.cleaned = True
-    if _default_tmp is not None:
-        _default_tmp._cleanup()
     if not _state.failed:
         for d in _state.owned_tmp_roots:
             shutil.rmtree(d, ignore_errors=True)
@@ -374,6 +380,7 @@ def run_all():
             with _state.lock:
                 mark = len(_state.resources)
             _state.current_procs = []
+            _state.test_name, _state.test_tmp = name, None
             t0 = time.monotonic()
             err = None
             try:
@@ -382,6 +389,7 @@ def run_all():
                 err = traceback.format_exc()
                 _state.failed = True
             procs = list(_state.current_procs)
+            _state.test_name = None
             problems = _release_since(mark)
             dt = time.monotonic() - t0
             if err is None and not problems:
@@ -400,6 +408,7 @@ def run_all():
         failed += 1
         _state.failed = True
         traceback.print_exc()
+        _print_logs(_state.current_procs)
         raise
     finally:
         problems = cleanup_all()
@@ -435,7 +444,8 @@ def _print_logs(procs):
 
 def wait_until(fn, timeout_s, interval_s=0.05, what=None):
     """Calls fn() every interval_s until it returns a truthy value, which it
-    returns. Exceptions from fn count as "not yet" (the last one is shown).
+    returns. Exceptions from fn count as "not yet" (the last one is shown),
+    except StopWaiting, which ends the wait at once.
     Raises WaitTimeout naming `what`, the time waited, the last value and
     the last error when timeout_s passes."""
     what = what or getattr(fn, "__name__", "condition")
@@ -448,6 +458,8 @@ def wait_until(fn, timeout_s, interval_s=0.05, what=None):
             last_err = None
             if last_val:
                 return last_val
+        except StopWaiting:
+            raise
         except Exception as e:
             last_err = "%s: %s" % (type(e).__name__, e)
         if time.monotonic() >= deadline:
@@ -527,17 +539,24 @@ class TempDir:
         return "TempDir(%s)" % self.path
 
 
-_default_tmp = None
-
-
 def default_tmp():
-    """A TempDir shared by everything created without an explicit one."""
-    global _default_tmp
-    if _default_tmp is None:
-        # kept to the end of the run, whoever created it first: not in the
-        # per-test resource list, removed by cleanup_all()
-        _default_tmp = TempDir("harness", register=False)
-    return _default_tmp
+    """The TempDir used by whatever is created without an explicit one:
+    inside a test, one per test (named after it, released with the test's
+    resources), so tests never share data dirs, logs or agent state;
+    outside tests and inside fixtures, one for the whole run."""
+    if _state.test_name is not None and not _state.fixture_depth:
+        if _state.test_tmp is None:
+            _state.test_tmp = TempDir(_state.test_name)
+        return _state.test_tmp
+    if _state.session_tmp is None:
+        with _state.lock:
+            _state.fixture_depth += 1      # registers it for the whole run
+        try:
+            _state.session_tmp = TempDir("session")
+        finally:
+            with _state.lock:
+                _state.fixture_depth -= 1
+    return _state.session_tmp
 
 
 # --------------------------------------------------------------------------
@@ -604,7 +623,6 @@ class Proc:
         self.start_time = None
         self.starts = 0
         self.log_offset = 0     # where the current run's output begins
-        self.sanitizer_checked_to = 0
         _register(self)
 
     def start(self):
@@ -655,23 +673,58 @@ class Proc:
         return rc
 
     def stop(self, timeout_s=10.0):
-        """SIGTERM (and SIGCONT, in case it is stopped), then SIGKILL after
-        timeout_s. Returns the exit status (negative: killed by signal)."""
+        """SIGTERM (preceded by SIGCONT if it is stopped), then, after
+        timeout_s, its stacks to the log and SIGKILL. Returns the exit status
+        (negative: killed by that signal)."""
         if not self.alive():
             return self.returncode
         try:
+            # SIGCONT only to a stopped process, and before SIGTERM: a SIGCONT
+            # that lands during LeakSanitizer's exit-time stop-the-world
+            # (ptrace) can hang the sanitizer build.
+            if _proc_state(self.popen.pid) == "T":
+                os.kill(self.popen.pid, signal.SIGCONT)
             os.kill(self.popen.pid, signal.SIGTERM)
-            os.kill(self.popen.pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
         try:
             rc = self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            log("%s did not stop within %.0f s of SIGTERM: SIGKILL" % (self.name, timeout_s))
+            log("%s did not stop within %.0f s of SIGTERM: stacks to its log, then SIGKILL"
+                % (self.name, timeout_s))
+            self.dump_stacks()
             os.kill(self.popen.pid, signal.SIGKILL)
             rc = self.popen.wait(10)
         _write_watchdog_state()
         return rc
+
+    def dump_stacks(self, timeout_s=60):
+        """Appends every thread's backtrace (gdb, when installed) to the log:
+        what a process that hangs was doing."""
+        gdb = shutil.which("gdb")
+        if not gdb or not self.alive():
+            return
+        try:
+            out = subprocess.run([gdb, "-p", str(self.popen.pid), "-batch", "-nx",
+                                  "-ex", "thread apply all bt"], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 timeout=timeout_s).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out = "gdb failed: %s" % e
+        # gdb cannot attach to a process that is already traced (e.g. by
+        # LeakSanitizer's exit check): the kernel's view of each thread
+        pid = self.popen.pid
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                out += "".join(ln for ln in f if ln.startswith(("State", "TracerPid")))
+            for tid in sorted(os.listdir("/proc/%d/task" % pid), key=int):
+                with open("/proc/%d/task/%s/wchan" % (pid, tid)) as f:
+                    wchan = f.read()
+                out += "task %s state %s wchan %s\n" % (tid, _proc_state(int(tid)), wchan)
+        except OSError:
+            pass
+        with open(self.log_path, "a") as f:
+            f.write("=== harness: stacks of pid %d (gdb)\n%s\n" % (self.popen.pid, out))
 
     def wait(self, timeout_s):
         """Waits for the process to exit by itself; returns its status or
@@ -785,6 +838,10 @@ class PgCluster:
         self.name = name
         self.tmp = tmp or default_tmp()
         self.dir = self.tmp.join(name)
+        n = 1
+        while os.path.exists(self.dir):    # a cluster of that name existed here
+            n += 1
+            self.dir = self.tmp.join("%s.%d" % (name, n))
         self.data = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "postgres.log")
         self.port = port or free_port()
@@ -1227,7 +1284,7 @@ class Controller(_ConfiguredProgram):
 
     def _healthy_or_dead(self):
         if not self.proc.alive():
-            raise HarnessError("%s exited with %s during start:\n%s" %
+            raise StopWaiting("%s exited with %s during start:\n%s" %
                                (self.name, self.proc.returncode, self.proc.log_tail(20)))
         return self.healthy()
 

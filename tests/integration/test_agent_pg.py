@@ -1,147 +1,66 @@
-#!/usr/bin/python3
-"""Integration test of meridian-agent against a real PostgreSQL primary and a
-replica made with pg_basebackup, both on loopback under MERIDIAN_TEST_TMP.
+"""meridian-agent against a real PostgreSQL primary and a pg_basebackup
+replica on loopback (meridian_harness), one agent per node (a: primary in
+region eu, b: replica in region us), peer leases between them.
 
 The controller side is a small fake controller (http.server) run by this
-test: it records every heartbeat and answers with the epochs, commands and
-"recorded" flag each scenario needs. (The real controller cannot yet be told
-to send an arbitrary command such as a stale-epoch one; the lead may switch
-the scenarios that do not need that to the real controller.)
+file: it records every heartbeat and answers with the epochs, commands and
+"recorded" flag each test needs. The real controller cannot be told to send
+an arbitrary command (a stale epoch, a repeated id); the lead may move the
+tests that do not need that to the real controller.
 
-Scenarios, in order (each prints "ok <name>"):
+The tests share one set of clusters and agents and run in order:
   lag            lag grows while replay is paused, returns to 0 after resume
-  lease_epoch    a replica agent that has seen epoch N+1 refuses a lease of N
+  checks         postgresql/http/tcp/exec checks (timeout, output), tcp probes
+  lease_epoch    a replica agent that has seen epoch N+1 refuses a lease of N,
+                 also after a restart
   fence          fence makes writes fail while reads work; unfence restores
   stale_epoch    a stale-epoch command is refused, also after an agent restart
   at_most_once   a command id is not executed twice across a restart
   failsafe       no recorded contact but every peer lease: stays writable
-  self_fence     neither recorded contact nor peer leases: fences itself
+  self_fence     neither recorded contact nor a peer lease: fences itself, and
+                 stays fenced until the controller unfences it
   promote_wait   promote waits for the granted lease to end, then promotes
-Fails (never skips) when a MERIDIAN_* variable it needs is missing.
+  rejoin         the diverged old primary is fenced and rejoined with
+                 deploy/hooks/pg-rejoin (pg_rewind): it replicates the new one
+Waits are bounded with room for a loaded machine; the only timing asserted
+is a lower bound (a promote never before the lease it granted ended).
 """
 import http.server
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
-PGBIN = "/usr/lib/postgresql/15/bin"
-TOKEN = "agent-token-for-tests"
-PEER_TOKEN = "peer-token-for-tests"
+import psycopg2
 
+from meridian_harness import (Agent, PgCluster, fixture, free_port, dead_port, http_json,
+                              require_env, run_all, source_dir, test, wait_until)
 
-def need_env(name):
-    v = os.environ.get(name)
-    if not v:
-        print(f"FAIL: environment variable {name} is not set", file=sys.stderr)
-        sys.exit(1)
-    return v
+ISOLATION_MS = 3000
+PEER_TOKEN = "meridian-test-peer-token-0123456789"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def write_fails(pg):
+    """An INSERT fails because the server is read-only."""
+    try:
+        pg.sql("INSERT INTO t(v) VALUES ('x')")
+    except psycopg2.Error as e:
+        return "read-only" in str(e)
+    return False
 
 
-def wait_until(what, fn, timeout=20.0, interval=0.05):
-    """Polls fn until it returns a true value; fails with `what` after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as e:  # noqa: BLE001 - keep polling, report at the end
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+def write_works(pg):
+    try:
+        pg.sql("INSERT INTO t(v) VALUES ('x')")
+        return True
+    except psycopg2.Error:
+        return False
 
 
-def run_pg(*args, check=True):
-    return subprocess.run(["runuser", "-u", "postgres", "--", *args], check=check,
-                          capture_output=True, text=True, timeout=120)
+def lease(agent, service, epoch, node="test", ttl=1000, token=PEER_TOKEN):
+    return http_json("POST", agent.url + "/v1/peer/lease",
+                     {"service": service, "epoch": epoch, "node": node, "ttl_ms": ttl}, token)
 
-
-# ---------------------------------------------------------------- PostgreSQL
-
-
-class Cluster:
-    def __init__(self, base, name, port):
-        self.dir = os.path.join(base, name)
-        self.data = os.path.join(self.dir, "data")
-        self.port = port
-        self.name = name
-        self.started = False
-
-    @property
-    def conninfo(self):
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres connect_timeout=2"
-
-    def opts(self):
-        return (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-                f"-c wal_level=replica -c max_wal_senders=10 -c hot_standby=on "
-                f"-c wal_log_hints=on")
-
-    def start(self):
-        run_pg(f"{PGBIN}/pg_ctl", "-D", self.data, "-w", "-t", "60", "-l",
-               os.path.join(self.dir, "log"), "-o", self.opts(), "start")
-        self.started = True
-
-    def stop(self):
-        if self.started:
-            run_pg(f"{PGBIN}/pg_ctl", "-D", self.data, "-w", "-t", "60", "-m", "fast", "stop",
-                   check=False)
-            self.started = False
-
-    def sql(self, query, check=True):
-        r = subprocess.run([f"{PGBIN}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                            "postgres", "-d", "postgres", "-qAtX", "-v", "ON_ERROR_STOP=1",
-                            "-c", query], capture_output=True, text=True, timeout=60)
-        if check and r.returncode != 0:
-            raise AssertionError(f"{self.name}: {query!r} failed: {r.stderr.strip()}")
-        return r
-
-    def value(self, query):
-        return self.sql(query).stdout.strip()
-
-    def write_fails(self):
-        r = self.sql("INSERT INTO t(v) VALUES ('x')", check=False)
-        return r.returncode != 0 and "read-only" in r.stderr
-
-    def write_works(self):
-        return self.sql("INSERT INTO t(v) VALUES ('x')", check=False).returncode == 0
-
-
-def make_primary_and_replica(base):
-    os.makedirs(base, exist_ok=True)
-    shutil.chown(base, "postgres", "postgres")
-    p = Cluster(base, "primary", free_port())
-    r = Cluster(base, "replica", free_port())
-    for c in (p, r):
-        os.makedirs(c.dir)
-        shutil.chown(c.dir, "postgres", "postgres")
-    run_pg(f"{PGBIN}/initdb", "-D", p.data, "-A", "trust", "-U", "postgres")
-    p.start()
-    p.sql("CREATE TABLE t (id bigserial PRIMARY KEY, v text)")
-    run_pg(f"{PGBIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(p.port), "-U", "postgres",
-           "-D", r.data, "-R", "-X", "stream", "-c", "fast")
-    r.start()
-    wait_until("replica streaming",
-               lambda: p.value("SELECT count(*) FROM pg_stat_replication "
-                               "WHERE state = 'streaming'") == "1")
-    return p, r
 
 
 # ---------------------------------------------------------------- fake controller
@@ -160,6 +79,7 @@ class FakeController:
         self.services = {}     # service -> {epoch, primary_region, primary_position}
         self.recorded = True
         self.primary_node = None  # whose member position feeds primary_position
+        self.token = None         # the agents' bearer token
         self.port = free_port()
         ctl = self
 
@@ -167,10 +87,15 @@ class FakeController:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):
+                if self.path == "/health":
+                    return self.reply(200, {"ok": True})
+                return self.reply(503, {"error": {"code": "down", "message": "x"}})
+
             def do_POST(self):
                 if self.path != "/v1/agent/heartbeat":
                     return self.reply(404, {"error": {"code": "not_found", "message": "x"}})
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                if self.headers.get("Authorization") != "Bearer " + str(ctl.token):
                     return self.reply(401, {"error": {"code": "unauthorized", "message": "x"}})
                 n = int(self.headers.get("Content-Length", "0"))
                 req = json.loads(self.rfile.read(n))
@@ -225,7 +150,7 @@ class FakeController:
         def get():
             with self.lock:
                 return self.results.get(cid)
-        return wait_until(f"result of command {cid}", get, timeout)[1]
+        return wait_until(get, timeout, what="result of command %s" % cid)[1]
 
     def last_member(self, node, member):
         with self.lock:
@@ -237,313 +162,313 @@ class FakeController:
                     return m
         return None
 
-    def beats_since(self, node, t):
+    def last_beat(self, node):
         with self.lock:
-            return [b for (tb, b) in self.beats.get(node, []) if tb >= t]
+            beats = self.beats.get(node, [])
+            return beats[-1][1] if beats else None
 
     def close(self):
         self.server.shutdown()
         self.server.server_close()
 
 
-# ---------------------------------------------------------------- agents
 
 
-class Agent:
-    def __init__(self, base, build, name, region, member, cluster, ctl, peers, iso_ms=3000):
-        self.name = name
-        self.dir = os.path.join(base, f"agent-{name}")
-        self.state = os.path.join(self.dir, "state")
-        os.makedirs(self.state, exist_ok=True)
-        self.port = free_port()
-        self.bin = os.path.join(build, "meridian-agent")
-        self.log_path = os.path.join(self.dir, "agent.log")
-        self.proc = None
-        self.member = member
-        self.cfg = {
-            "node": name, "region": region, "controllers": [ctl.url], "token": TOKEN,
-            "heartbeat_ms": 200, "isolation_timeout_ms": iso_ms, "request_timeout_ms": 500,
-            "listen": f"127.0.0.1:{self.port}",
-            "peer_tokens": [{"name": "peers", "token": PEER_TOKEN, "role": "agent"}],
-            "peers": peers, "state_dir": self.state, "log_level": "debug",
-            "members": [{"service": "orders", "name": member, "kind": "postgresql",
-                         "conninfo": cluster.conninfo, "promote_timeout_ms": 30000}],
-            "checks": [{"name": f"pg-{name}", "kind": "postgresql", "conninfo": cluster.conninfo,
-                        "interval_ms": 500, "timeout_ms": 400, "member": member}],
-        }
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        path = os.path.join(self.dir, "agent.json")
-        with open(path, "w") as f:
-            json.dump(self.cfg, f, indent=1)
-        self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([self.bin, "--config", path], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"agent {self.name} did not stop on SIGTERM")
-            if rc != 0:
-                raise AssertionError(f"agent {self.name} exited {rc} on SIGTERM")
-        self.proc = None
-        if getattr(self, "log", None):
-            self.log.close()
-            self.log = None
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self):
-        with open(self.log_path) as f:
-            return f.read()
+class Env:
+    pass
 
 
-def lease(agent, service, epoch, node="test", ttl=1000, token=PEER_TOKEN):
-    body = json.dumps({"service": service, "epoch": epoch, "node": node,
-                       "ttl_ms": ttl}).encode()
-    req = urllib.request.Request(f"{agent.url}/v1/peer/lease", data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {token}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+@fixture
+def env():
+    """Primary p, replica r, fake controller ctl, agents a (p) and b (r)."""
+    require_env("MERIDIAN_BUILD_DIR")
+    e = Env()
+    e.p = PgCluster.create("primary")
+    e.p.sql("CREATE TABLE t (id bigserial PRIMARY KEY, v text)")
+    e.r = e.p.make_replica("replica")
+    wait_until(lambda: [x for x in e.p.replication_state() if x["state"] == "streaming"], 30,
+               what="replica streaming")
+    e.ctl = FakeController()
+    e.ctl.services["orders"] = {"epoch": 1, "primary_region": "eu", "primary_position": 0}
+    e.ctl.primary_node = "a"
+    e.closed_port = dead_port()
+    common = {"heartbeat_ms": 200, "isolation_timeout_ms": ISOLATION_MS,
+              "request_timeout_ms": 500,
+              "peer_tokens": [{"name": "peers", "token": PEER_TOKEN, "role": "agent"}]}
+    port_a, port_b = free_port(), free_port()
+    ca = dict(common)
+    ca.update({
+        "peers": [{"name": "b", "url": "http://127.0.0.1:%d" % port_b, "token": PEER_TOKEN,
+                   "services": ["orders"]}],
+        "members": [{"service": "orders", "name": "orders-a", "kind": "postgresql",
+                     "conninfo": e.p.conninfo(connect_timeout=2), "data_dir": e.p.data,
+                     "rejoin_command": [os.path.join(source_dir(), "deploy/hooks/pg-rejoin")]}],
+        "checks": [
+            {"name": "pg-a", "kind": "postgresql", "conninfo": e.p.conninfo(),
+             "interval_ms": 500, "timeout_ms": 400, "member": "orders-a"},
+            {"name": "http-ok", "kind": "http", "url": e.ctl.url + "/health",
+             "weight": "warning", "interval_ms": 300, "timeout_ms": 300},
+            {"name": "http-bad", "kind": "http", "url": e.ctl.url + "/down",
+             "weight": "warning", "interval_ms": 300, "timeout_ms": 300},
+            {"name": "tcp", "kind": "tcp", "target": "127.0.0.1:%d" % e.p.port,
+             "interval_ms": 300, "timeout_ms": 300, "member": "orders-a"},
+            {"name": "exec-warn", "kind": "exec", "weight": "warning", "interval_ms": 300,
+             "timeout_ms": 300, "command": ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]},
+            {"name": "exec-slow", "kind": "exec", "weight": "warning", "interval_ms": 1000,
+             "timeout_ms": 200, "command": ["/bin/sh", "-c", "sleep 5"]},
+        ],
+        "probes": [
+            {"region": "us", "kind": "tcp", "target": "127.0.0.1:%d" % e.r.port},
+            {"region": "ap", "kind": "tcp", "target": "127.0.0.1:%d" % e.closed_port},
+        ],
+    })
+    cb = dict(common)
+    cb.update({
+        "peers": [{"name": "a", "url": "http://127.0.0.1:%d" % port_a, "token": PEER_TOKEN}],
+        "members": [{"service": "orders", "name": "orders-b", "kind": "postgresql",
+                     "conninfo": e.r.conninfo(connect_timeout=2)}],
+        "checks": [{"name": "pg-b", "kind": "postgresql", "conninfo": e.r.conninfo(),
+                    "interval_ms": 500, "timeout_ms": 400, "member": "orders-b"}],
+    })
+    e.a = Agent("a", "eu", e.ctl.url, log_level="debug", extra=ca, port=port_a)
+    e.b = Agent("b", "us", e.ctl.url, log_level="debug", extra=cb, port=port_b)
+    e.ctl.token = e.a.cfg["token"]
+    e.a.start()
+    e.b.start()
+    return e
 
 
-# ---------------------------------------------------------------- scenarios
+def restart(agent):
+    rc = agent.stop()
+    assert rc == 0, "agent %s exited %s on SIGTERM" % (agent.name, rc)
+    agent.start()
 
 
-def scenario_lag(ctl, p, r, a, b):
+def log_text(agent):
+    return agent.proc.log_text()
+
+
+def member(e, node, name):
+    return e.ctl.last_member(node, name)
+
+
+@test
+def lag():
+    e = env()
     # a replayed commit gives the replica a last replay timestamp
-    p.sql("INSERT INTO t(v) VALUES ('first')")
-    wait_until("replica lag 0 at start",
-               lambda: (m := ctl.last_member("b", "orders-b")) and m["role"] == "replica"
-               and m["lag_bytes"] == 0 and m["lag_ms"] == 0 and m["replay_timestamp_ms"] > 0,
-               timeout=30)
-    r.sql("SELECT pg_wal_replay_pause()")
-    p.sql("INSERT INTO t(v) SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
-    seen = []
-
-    def lagging():
-        m = ctl.last_member("b", "orders-b")
-        seen[:] = [m]
-        return (m["lag_bytes"] or 0) > 1000000 and (m["lag_ms"] or 0) > 0 and m
-
-    try:
-        m = wait_until("lag grows while replay is paused", lagging)
-    except AssertionError as e:
-        raise AssertionError(f"{e}; last member report {seen}") from None
+    e.p.sql("INSERT INTO t(v) VALUES ('first')")
+    wait_until(lambda: (m := member(e, "b", "orders-b")) and m["role"] == "replica"
+               and m["lag_bytes"] == 0 and m["lag_ms"] == 0 and m["replay_timestamp_ms"] > 0
+               and m, 30, what="replica b at lag 0")
+    e.r.pause_replay()
+    e.p.sql("INSERT INTO t(v) SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
+    m = wait_until(lambda: (m := member(e, "b", "orders-b")) and (m["lag_bytes"] or 0) > 1000000
+                   and (m["lag_ms"] or 0) > 0 and m, 20, what="lag to grow while paused")
     assert m["receive_position"] > m["replay_position"], m
     time.sleep(0.6)
-    m2 = ctl.last_member("b", "orders-b")
-    assert m2["lag_ms"] >= m["lag_ms"], (m, m2)
-    r.sql("SELECT pg_wal_replay_resume()")
-    wait_until("lag back to 0 after resume",
-               lambda: (m := ctl.last_member("b", "orders-b")) and m["lag_bytes"] == 0
-               and m["lag_ms"] == 0 and m["healthy"])
-    am = ctl.last_member("a", "orders-a")
+    m2 = member(e, "b", "orders-b")
+    assert m2["lag_ms"] > m["lag_ms"], (m, m2)
+    e.r.resume_replay()
+    wait_until(lambda: (m := member(e, "b", "orders-b")) and m["lag_bytes"] == 0
+               and m["lag_ms"] == 0 and m["healthy"], 20, what="lag back to 0 after resume")
+    am = member(e, "a", "orders-a")
     assert am["role"] == "primary" and am["position"] > 0 and am["timeline"] == 1, am
+    assert am["lag_bytes"] == 0 and am["healthy"], am
 
 
-def scenario_lease_epoch(ctl, p, r, a, b):
-    st, ans = lease(b, "orders", 1)
+@test
+def checks():
+    e = env()
+
+    def report():
+        req = e.ctl.last_beat("a") or {}
+        cs = {c["name"]: c for c in req.get("checks", [])}
+        ps = {p["target"]: p for p in req.get("probes", [])}
+        return len(cs) == 6 and len(ps) == 2 and (cs, ps)
+    cs, ps = wait_until(report, 20, what="every check and probe reported")
+    assert cs["pg-a"]["status"] == "passing", cs["pg-a"]
+    assert cs["http-ok"]["status"] == "passing" and "200" in cs["http-ok"]["output"]
+    assert cs["http-bad"]["status"] == "warning" and "503" in cs["http-bad"]["output"]
+    assert cs["tcp"]["status"] == "passing", cs["tcp"]
+    w = cs["exec-warn"]
+    assert w["status"] == "warning" and "exit 3" in w["output"] and "out" in w["output"], w
+    assert "err" in w["output"], w
+    slow = cs["exec-slow"]
+    assert slow["status"] == "warning" and "timeout" in slow["output"], slow
+    ok = ps["127.0.0.1:%d" % e.r.port]
+    assert ok["ok"] and ok["region"] == "us" and ok["error"] is None, ok
+    bad = ps["127.0.0.1:%d" % e.closed_port]
+    assert not bad["ok"] and "refused" in bad["error"], bad
+    # warnings do not make a member unhealthy
+    assert member(e, "a", "orders-a")["healthy"]
+
+
+@test
+def lease_epoch():
+    e = env()
+    st, ans = lease(e.b, "orders", 1)
     assert st == 200 and ans["granted"] and ans["ttl_ms"] == 1000, ans
-    st, ans = lease(b, "orders", 1, token="wrong")
+    st, ans = lease(e.b, "orders", 1, token="wrong-token")
     assert st == 401, (st, ans)
-    st, ans = lease(b, "orders", "x")
+    st, ans = lease(e.b, "orders", "x")
     assert st == 400 and "epoch" in ans["error"]["message"], ans
-    with ctl.lock:
-        ctl.services["orders"]["epoch"] = 2
-    wait_until("agent b saw epoch 2",
-               lambda: ctl.beats_since("b", time.monotonic() - 0.2)
-               and ctl.beats_since("b", 0)[-1]["epochs"].get("orders") == 2)
-    st, ans = lease(b, "orders", 1)
+    st, ans = lease(e.b, "nosuch", 1)
+    assert st == 200 and not ans["granted"] and "no member" in ans["reason"], ans
+    with e.ctl.lock:
+        e.ctl.services["orders"]["epoch"] = 2
+    wait_until(lambda: (e.ctl.last_beat("b") or {}).get("epochs", {}).get("orders") == 2, 10,
+               what="agent b to report epoch 2")
+    st, ans = lease(e.b, "orders", 1)
     assert st == 200 and not ans["granted"] and ans["epoch"] == 2, ans
     assert "seen epoch 2" in ans["reason"], ans
-    st, ans = lease(b, "orders", 2)
+    st, ans = lease(e.b, "orders", 2)
     assert st == 200 and ans["granted"], ans
-    # also after a restart (the epoch file)
-    b.stop()
-    b.start()
-    wait_until("agent b back", lambda: lease(b, "orders", 1)[0] == 200, timeout=20)
-    st, ans = lease(b, "orders", 1)
+    # the epoch file: also after a restart
+    restart(e.b)
+    wait_until(lambda: lease(e.b, "orders", 1)[0] == 200, 20, what="agent b back")
+    st, ans = lease(e.b, "orders", 1)
     assert not ans["granted"] and ans["epoch"] == 2, ans
 
 
-def scenario_fence(ctl, p, r, a, b):
-    assert p.write_works()
-    ctl.command("a", "fence-1", "orders", "orders-a", "fence", 2)
-    res = ctl.result("fence-1")
+@test
+def fence():
+    e = env()
+    assert write_works(e.p)
+    e.ctl.command("a", "fence-1", "orders", "orders-a", "fence", 2)
+    res = e.ctl.result("fence-1")
     assert res["status"] == "done", res
-    assert p.write_fails(), "writes must fail on a fenced primary"
-    assert int(p.value("SELECT count(*) FROM t")) > 0, "reads must work"
-    wait_until("heartbeat reports fenced",
-               lambda: (m := ctl.last_member("a", "orders-a")) and m["fenced"]
-               and m["role"] == "fenced")
-    ctl.command("a", "unfence-1", "orders", "orders-a", "unfence", 2)
-    res = ctl.result("unfence-1")
+    assert write_fails(e.p), "writes must fail on a fenced primary"
+    assert e.p.sql_value("SELECT count(*) FROM t") > 0, "reads must work"
+    wait_until(lambda: (m := member(e, "a", "orders-a")) and m["fenced"]
+               and m["role"] == "fenced", 10, what="heartbeat to report fenced")
+    e.ctl.command("a", "unfence-1", "orders", "orders-a", "unfence", 2)
+    res = e.ctl.result("unfence-1")
     assert res["status"] == "done", res
-    wait_until("writes work after unfence", p.write_works, timeout=10)
-    wait_until("heartbeat reports primary",
-               lambda: (m := ctl.last_member("a", "orders-a")) and not m["fenced"]
-               and m["role"] == "primary")
+    wait_until(lambda: write_works(e.p), 10, what="writes after unfence")
+    wait_until(lambda: (m := member(e, "a", "orders-a")) and not m["fenced"]
+               and m["role"] == "primary", 10, what="heartbeat to report primary")
 
 
-def scenario_stale_epoch(ctl, p, r, a, b):
-    ctl.command("a", "stale-1", "orders", "orders-a", "fence", 1)
-    res = ctl.result("stale-1")
+@test
+def stale_epoch():
+    e = env()
+    e.ctl.command("a", "stale-1", "orders", "orders-a", "fence", 1)
+    res = e.ctl.result("stale-1")
     assert res["status"] == "refused" and "stale epoch 1 < 2" in res["error"], res
-    assert p.write_works(), "a refused fence must not fence"
-    a.stop()
-    a.start()
-    ctl.command("a", "stale-2", "orders", "orders-a", "fence", 1)
-    res = ctl.result("stale-2")
+    assert write_works(e.p), "a refused fence must not fence"
+    restart(e.a)
+    e.ctl.command("a", "stale-2", "orders", "orders-a", "fence", 1)
+    res = e.ctl.result("stale-2")
     assert res["status"] == "refused", res
-    assert p.write_works()
+    assert write_works(e.p)
 
 
-def scenario_at_most_once(ctl, p, r, a, b):
-    ctl.command("a", "fence-2", "orders", "orders-a", "fence", 2)
-    assert ctl.result("fence-2")["status"] == "done"
-    assert p.write_fails()
-    ctl.command("a", "unfence-2", "orders", "orders-a", "unfence", 2)
-    assert ctl.result("unfence-2")["status"] == "done"
-    wait_until("writes work", p.write_works, timeout=10)
-    a.stop()
-    a.start()
+@test
+def at_most_once():
+    e = env()
+    e.ctl.command("a", "fence-2", "orders", "orders-a", "fence", 2)
+    assert e.ctl.result("fence-2")["status"] == "done"
+    assert write_fails(e.p)
+    e.ctl.command("a", "unfence-2", "orders", "orders-a", "unfence", 2)
+    assert e.ctl.result("unfence-2")["status"] == "done"
+    wait_until(lambda: write_works(e.p), 10, what="writes after unfence")
+    restart(e.a)
     # the controller sends fence-2 again (say it lost the result)
-    with ctl.lock:
-        del ctl.results["fence-2"]
-    ctl.command("a", "fence-2", "orders", "orders-a", "fence", 2)
-    res = ctl.result("fence-2")
+    with e.ctl.lock:
+        del e.ctl.results["fence-2"]
+    e.ctl.command("a", "fence-2", "orders", "orders-a", "fence", 2)
+    res = e.ctl.result("fence-2")
     assert res["status"] == "done", res
     time.sleep(0.5)
-    assert p.write_works(), "fence-2 must not run twice"
-    assert "command already executed" in a.log_text()
+    assert write_works(e.p), "fence-2 must not run twice"
+    assert "command already executed" in log_text(e.a)
 
 
-def scenario_failsafe(ctl, p, r, a, b):
-    """No recorded contact for 2x isolation, but b grants every lease."""
-    wait_until("a primary and writable",
-               lambda: (m := ctl.last_member("a", "orders-a")) and m["role"] == "primary")
-    with ctl.lock:
-        ctl.recorded = False
-    time.sleep(2 * 3.0 + 1.0)
-    assert p.write_works(), "failsafe: peer leases must keep the primary writable"
-    assert "isolated" not in a.log_text()
-    with ctl.lock:
-        ctl.recorded = True
+@test
+def failsafe():
+    """No recorded contact for twice the isolation timeout, but b grants
+    every lease: a stays writable."""
+    e = env()
+    wait_until(lambda: (m := member(e, "a", "orders-a")) and m["role"] == "primary", 10,
+               what="a primary")
+    with e.ctl.lock:
+        e.ctl.recorded = False
+    try:
+        time.sleep(2 * ISOLATION_MS / 1000.0 + 1.0)
+        assert write_works(e.p), "peer leases must keep the primary writable"
+        assert "isolated" not in log_text(e.a)
+    finally:
+        with e.ctl.lock:
+            e.ctl.recorded = True
 
 
-def scenario_self_fence(ctl, p, r, a, b):
+@test
+def self_fence():
     """No recorded contact and no lease from b (agent b stopped)."""
-    b.stop()
-    with ctl.lock:
-        ctl.recorded = False
+    e = env()
+    assert e.b.stop() == 0
+    with e.ctl.lock:
+        e.ctl.recorded = False
     t0 = time.monotonic()
-    wait_until("a fences itself", p.write_fails, timeout=3.0 + 10)
-    assert time.monotonic() - t0 >= 2.0, "must not fence while the lease still holds"
-    assert "isolated: fencing the primary" in a.log_text()
-    wait_until("heartbeat reports fenced",
-               lambda: (m := ctl.last_member("a", "orders-a")) and m["fenced"])
-    # a self-fenced primary stays fenced even with contact back ...
-    with ctl.lock:
-        ctl.recorded = True
+    wait_until(lambda: write_fails(e.p), ISOLATION_MS / 1000.0 + 10, what="a to fence itself")
+    assert time.monotonic() - t0 >= 2.0, "fenced while the lease from b still held"
+    assert "isolated: fencing the primary" in log_text(e.a)
+    wait_until(lambda: (m := member(e, "a", "orders-a")) and m["fenced"], 10,
+               what="heartbeat to report fenced")
+    # a self-fenced primary stays fenced with contact back ...
+    with e.ctl.lock:
+        e.ctl.recorded = True
     time.sleep(1.0)
-    assert p.write_fails()
+    assert write_fails(e.p)
     # ... until the controller unfences it
-    ctl.command("a", "unfence-3", "orders", "orders-a", "unfence", 2)
-    assert ctl.result("unfence-3")["status"] == "done"
-    wait_until("writes work", p.write_works, timeout=10)
-    b.start()
+    e.ctl.command("a", "unfence-3", "orders", "orders-a", "unfence", 2)
+    assert e.ctl.result("unfence-3")["status"] == "done"
+    wait_until(lambda: write_works(e.p), 10, what="writes after unfence")
+    e.b.start()
 
 
-def scenario_promote_wait(ctl, p, r, a, b):
-    # a holds leases from b (it asks every beat); b is ordered to promote
-    wait_until("b up and granting",
-               lambda: "peer lease granted" in b.log_text(), timeout=20)
+@test
+def promote_wait():
+    e = env()
+    # a asks b for a lease every beat; b is then ordered to promote
+    wait_until(lambda: "peer lease granted" in e.b.proc.log_text(since_start=True), 20,
+               what="b to grant a lease")
     time.sleep(0.5)
-    ctl.command("b", "promote-1", "orders", "orders-b", "promote", 3)
-    res = ctl.result("promote-1", timeout=40)
+    e.ctl.command("b", "promote-1", "orders", "orders-b", "promote", 3)
+    res = e.ctl.result("promote-1", timeout=40)
     assert res["status"] == "done", res
-    waited = ctl.results["promote-1"][0] - ctl.delivered["promote-1"]
-    assert waited >= 2.0, f"promote ran {waited:.2f}s after delivery, before the lease ended"
-    assert "promote waits for a granted peer lease to end" in b.log_text()
-    assert r.value("SELECT pg_is_in_recovery()") == "f"
-    wait_until("b reports primary",
-               lambda: (m := ctl.last_member("b", "orders-b")) and m["role"] == "primary")
-    # b no longer grants a an epoch-2 lease
-    st, ans = lease(b, "orders", 2)
+    waited = e.ctl.results["promote-1"][0] - e.ctl.delivered["promote-1"]
+    assert waited >= 2.0, "promoted %.2f s after delivery, before the lease ended" % waited
+    assert "promote waits for a granted peer lease to end" in log_text(e.b)
+    assert e.r.sql_value("SELECT pg_is_in_recovery()") is False
+    wait_until(lambda: (m := member(e, "b", "orders-b")) and m["role"] == "primary", 10,
+               what="b to report primary")
+    # b grants no lease of the old epoch any more
+    st, ans = lease(e.b, "orders", 2)
     assert st == 200 and not ans["granted"], ans
 
 
-def main():
-    tmp = need_env("MERIDIAN_TEST_TMP")
-    build = need_env("MERIDIAN_BUILD_DIR")
-    base = tempfile.mkdtemp(prefix="agent-", dir=tmp)
-    os.chmod(base, 0o755)
-    ctl = FakeController()
-    p = r = None
-    agents = []
-    ok = False
-    try:
-        p, r = make_primary_and_replica(os.path.join(base, "pg"))
-        with ctl.lock:
-            ctl.services["orders"] = {"epoch": 1, "primary_region": "eu", "primary_position": 0}
-            ctl.primary_node = "a"
-        a = Agent(base, build, "a", "eu", "orders-a", p, ctl, [])
-        b = Agent(base, build, "b", "us", "orders-b", r, ctl, [])
-        a.cfg["peers"] = [{"name": "b", "url": b.url, "token": PEER_TOKEN,
-                           "services": ["orders"]}]
-        b.cfg["peers"] = [{"name": "a", "url": a.url, "token": PEER_TOKEN}]
-        agents = [a, b]
-        a.start()
-        b.start()
-        for name, fn in [("lag", scenario_lag), ("lease_epoch", scenario_lease_epoch),
-                         ("fence", scenario_fence), ("stale_epoch", scenario_stale_epoch),
-                         ("at_most_once", scenario_at_most_once),
-                         ("failsafe", scenario_failsafe), ("self_fence", scenario_self_fence),
-                         ("promote_wait", scenario_promote_wait)]:
-            t = time.monotonic()
-            fn(ctl, p, r, a, b)
-            for ag in agents:
-                assert ag.alive(), f"agent {ag.name} died during {name}"
-            print(f"ok {name} ({time.monotonic() - t:.1f}s)", flush=True)
-        for ag in agents:
-            ag.stop()
-        ok = True
-    finally:
-        if not ok:
-            for ag in agents:
-                try:
-                    print(f"---- log of agent {ag.name} (last 60 lines)", file=sys.stderr)
-                    print("".join(ag.log_text().splitlines(True)[-60:]), file=sys.stderr)
-                except OSError:
-                    pass
-        for ag in agents:
-            try:
-                ag.stop()
-            except AssertionError as e:
-                print(e, file=sys.stderr)
-        for c in (p, r):
-            if c:
-                c.stop()
-        ctl.close()
-        if ok:
-            shutil.rmtree(base, ignore_errors=True)
-    print("all agent scenarios passed")
+@test
+def rejoin():
+    e = env()
+    # the old primary diverged: it took a write after b's promotion
+    assert write_works(e.p)
+    e.ctl.command("a", "fence-3", "orders", "orders-a", "fence", 3)
+    assert e.ctl.result("fence-3")["status"] == "done"
+    e.ctl.command("a", "rejoin-1", "orders", "orders-a", "rejoin", 3,
+                  {"primary_conninfo": e.r.conninfo(), "primary_region": "us"})
+    res = e.ctl.result("rejoin-1", timeout=120)
+    assert res["status"] == "done", res
+    assert e.p.sql_value("SELECT pg_is_in_recovery()") is True
+    e.r.sql("INSERT INTO t(v) VALUES ('after-rejoin')")
+    wait_until(lambda: e.p.sql_value("SELECT count(*) FROM t WHERE v = 'after-rejoin'") == 1,
+               20, what="a row written on the new primary to reach the rejoined node")
+    assert write_fails(e.p), "the rejoined node is a read-only replica"
+    wait_until(lambda: (m := member(e, "a", "orders-a")) and m["role"] == "replica"
+               and m["timeline"] == 2 and not m["fenced"] and m["lag_bytes"] == 0, 20,
+               what="heartbeat to report a replica on timeline 2")
+    assert "rejoined as a replica" in log_text(e.a)
 
 
 if __name__ == "__main__":
-    main()
+    run_all()

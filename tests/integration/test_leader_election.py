@@ -190,7 +190,9 @@ def test_sigstop_leader_is_deposed_and_cannot_write():
     tmp = TempDir("sigstop")
     ctls = make_controllers(conninfo, tmp)
     checker = LeaderChecker(conninfo, ctls)
-    old, term = wait_for_leader(ctls, 3 * TTL + SLACK)
+    wait_for_leader(ctls, 3 * TTL + SLACK)
+    time.sleep(1.5 * RENEW)  # a leader in its stride, seen leading by the checker
+    old, term = wait_for_leader(ctls, SLACK)
     code, body = old.post("/v1/debug/guarded-write")
     assert code == 200 and (body or {}).get("written") is True, \
         "guarded write by the leader: %s %s" % (code, body)
@@ -244,9 +246,11 @@ def test_store_restart_under_running_controllers():
     ctls = make_controllers(conninfo, tmp)
     pids = [c.proc.pid for c in ctls]
     checker = LeaderChecker(conninfo, ctls)
-    leader, term = wait_for_leader(ctls, 3 * TTL + SLACK)
+    wait_for_leader(ctls, 3 * TTL + SLACK)
     for c in ctls:
         wait_until(lambda: c.ready_code() == 200, SLACK, what="%s ready" % c.name)
+    time.sleep(1.5 * RENEW)
+    leader, term = wait_for_leader(ctls, SLACK)
 
     log("leader %s term %d: stopping the store" % (leader.name, term))
     t0 = time.monotonic()

@@ -351,7 +351,8 @@ Test(pg, idle_connection_loss_is_noticed)
     cr_assert_eq(
         mrd_pg_query(killer, "SELECT pg_terminate_backend($1::int)", 1, params, on_q, &kill), 0);
     /* No query runs on pg: the loss is seen on the idle socket. */
-    cr_assert(RUN_UNTIL(&loop, sl.n >= 2, 5000), "idle connection loss not noticed");
+    cr_assert(RUN_UNTIL(&loop, sl.n >= 2 && kill.calls > 0, 5000),
+              "idle connection loss not noticed");
     cr_assert_eq(kill.err, 0);
     cr_assert_str_eq(kill.value, "t");
     cr_assert_eq(sl.states[1], 0);
@@ -1013,4 +1014,44 @@ Test(pg, query_from_callback)
     cr_assert_eq(ch.failed, 0);
     cr_assert_eq(ch.done, 10);
     stop_and_finish(&loop, ch.pg);
+}
+
+typedef struct {
+    int n;
+    char channel[64];
+    char payload[64];
+} notify_log;
+
+static void on_notify(mrd_pg *pg, const char *channel, const char *payload, void *data)
+{
+    (void)pg;
+    notify_log *l = data;
+    l->n++;
+    snprintf(l->channel, sizeof(l->channel), "%s", channel);
+    snprintf(l->payload, sizeof(l->payload), "%s", payload);
+}
+
+Test(pg, notifications_reach_the_callback)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    notify_log nl = {0};
+    mrd_pg_options opt = {0};
+    opt.conninfo = pg_conninfo();
+    opt.on_notify = on_notify;
+    opt.data = &nl;
+    mrd_pg *pg;
+    cr_assert_eq(mrd_pg_start(&pg, &loop, &opt), 0);
+    cr_assert(RUN_UNTIL(&loop, mrd_pg_connected(pg), 10000));
+    q_out a = {0}, b = {0};
+    cr_assert_eq(mrd_pg_query(pg, "LISTEN meridian_test", 0, NULL, on_q, &a), 0);
+    cr_assert(RUN_UNTIL(&loop, a.calls == 1, 5000));
+    cr_assert_eq(a.err, 0);
+    const char *params[1] = {"hello"};
+    cr_assert_eq(mrd_pg_query(pg, "SELECT pg_notify('meridian_test', $1)", 1, params, on_q, &b), 0);
+    cr_assert(RUN_UNTIL(&loop, nl.n == 1, 5000), "no notification arrived");
+    cr_assert_str_eq(nl.channel, "meridian_test");
+    cr_assert_str_eq(nl.payload, "hello");
+    cr_assert(RUN_UNTIL(&loop, b.calls == 1, 5000));
+    stop_and_finish(&loop, pg);
 }

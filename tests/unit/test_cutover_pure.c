@@ -550,7 +550,7 @@ Test(webhook, retryable_statuses)
 static int check(const char *text, char *err, size_t errlen)
 {
     json_error_t jerr;
-    json_t *cfg = json_loads(text, 0, &jerr);
+    json_t *cfg = json_loads(text, JSON_DECODE_ANY, &jerr);
     cr_assert_not_null(cfg, "%s: %s", text, jerr.text);
     int rc = mrd_cutover_config_check(cfg, err, errlen);
     json_decref(cfg);
@@ -588,8 +588,8 @@ Test(config, errors_name_the_key)
     struct {
         const char *cfg, *expect;
     } cases[] = {
-        {"{\"driver\": \"bind\"}", "driver: must be one of"},
-        {"{}", "driver: is required"},
+        {"{\"driver\": \"bind\"}", "driver: must be one of: noop, pdns, etcd"},
+        {"{}", "driver: missing required key"},
         {"{" PDNS_OK ", \"name\": \"db.example.test.\", \"type\": \"A\", \"tll\": 5}",
          "dns.tll: unknown key"},
         {"{" PDNS_OK ", \"name\": \"db.other.test.\", \"type\": \"A\"}",
@@ -597,22 +597,34 @@ Test(config, errors_name_the_key)
         {"{" PDNS_OK ", \"name\": \"db.example.test\", \"type\": \"A\"}",
          "dns.name: must be a domain name with the trailing dot"},
         {"{" PDNS_OK ", \"name\": \"db.example.test.\", \"type\": \"MX\"}",
-         "dns.type: must be one of A, AAAA, CNAME"},
+         "dns.type: must be one of: A, AAAA, CNAME"},
         {"{" PDNS_OK ", \"name\": \"db.example.test.\", \"type\": \"A\", \"values\": "
          "{\"eu\": \"::1\"}}",
          "dns.values.eu: must be a valid A value"},
         {"{" PDNS_OK ", \"name\": \"db.example.test.\", \"type\": \"A\", \"ttl\": 0}",
          "dns.ttl: must be an integer between 1 and 86400"},
-        {"{\"driver\": \"pdns\", \"api_url\": \"ftp://x\"}", "dns.api_url: must be an http"},
+        {"{\"driver\": \"pdns\", \"api_url\": \"ftp://x\", \"api_key\": \"k\", \"zone\": \"t.\", "
+         "\"name\": \"t.\", \"type\": \"A\", \"ttl\": 5}",
+         "dns.api_url: must be an http"},
+        {"{" PDNS_OK ", \"name\": \"db.example.test.\", \"type\": \"A\", \"values\": []}",
+         "dns.values: must be an object"},
+        {"{\"driver\": \"etcd\", \"endpoints\": [\"http://a\"], \"prefix\": \"/m\", "
+         "\"timeout_ms\": 5}",
+         "registry.timeout_ms: must be an integer between 100 and 600000"},
+        {"{\"driver\": \"noop\", \"x\": 1}", "noop.x: unknown key"},
+        {"3", "must be an object"},
         {"{\"driver\": \"etcd\", \"endpoints\": [], \"prefix\": \"/m\"}",
-         "registry.endpoints: must be an array of 1 to 16 URLs"},
+         "registry.endpoints: must be an array of 1 to 16 elements"},
         {"{\"driver\": \"etcd\", \"endpoints\": [\"http://a\", 3], \"prefix\": \"/m\"}",
+         "registry.endpoints[1]: must be a string"},
+        {"{\"driver\": \"etcd\", \"endpoints\": [\"http://a\", \"a:2379\"], \"prefix\": \"/m\"}",
          "registry.endpoints[1]: must be an http"},
         {"{\"driver\": \"etcd\", \"endpoints\": [\"http://a\"], \"prefix\": \"/m/\"}",
          "registry.prefix: must start with '/'"},
-        {"{\"driver\": \"etcd\", \"endpoints\": [\"http://a\"]}", "registry.prefix: is required"},
+        {"{\"driver\": \"etcd\", \"endpoints\": [\"http://a\"]}",
+         "registry.prefix: missing required key"},
         {"[]", "webhooks: must be an array of 1 to 16 objects"},
-        {"[{\"url\": \"http://a\"}]", "webhooks[0].secret: is required"},
+        {"[{\"url\": \"http://a\"}]", "webhooks[0].secret: missing required key"},
         {"[{\"url\": \"http://a\", \"secret\": \"s\", \"max_attempts\": 0}]",
          "webhooks[0].max_attempts: must be an integer between 1 and 20"},
         {"[{\"url\": \"http://a\", \"secret\": \"s\", \"backoff_base_ms\": 500, "
@@ -692,6 +704,17 @@ Test(noop, apply_read_stale_and_close)
     cr_assert_eq(stale.epoch, 5);
     cr_assert_str_eq(stale.region, "us");
 
+    seen same = {0};
+    mrd_cutover_target other = target("db", 5, "eu");
+    cr_assert_eq(mrd_cutover_apply(d, &other, record, &same), 0);
+    run_bounded(&loop);
+    cr_assert_eq(same.status, MRD_ESTALE);
+    cr_assert_str_eq(same.region, "us");
+    seen again = {0};
+    cr_assert_eq(mrd_cutover_apply(d, &t, record, &again), 0);
+    run_bounded(&loop);
+    cr_assert_eq(again.status, 0);
+
     seen none = {0};
     cr_assert_eq(mrd_cutover_read(d, "other", record, &none), 0);
     run_bounded(&loop);
@@ -729,24 +752,4 @@ Test(factory, dispatches_and_refuses)
     json_decref(cfg);
     run_bounded(&loop);
     cr_assert_eq(uv_loop_close(&loop), 0);
-}
-
-/* TEMPORARY until common/http_client.c lands on main: weak stand-ins so the
- * pure tests link (they never start a request). */
-__attribute__((weak)) int mrd_http_client_init(mrd_http_client **out, uv_loop_t *loop)
-{
-    (void)out;
-    (void)loop;
-    return MRD_EINTERNAL;
-}
-__attribute__((weak)) void mrd_http_client_close(mrd_http_client *c)
-{
-    (void)c;
-}
-__attribute__((weak)) int mrd_http_client_request(mrd_http_client *c,
-                                                  const mrd_http_client_req *req,
-                                                  mrd_http_client_cb cb, void *data)
-{
-    (void)c, (void)req, (void)cb, (void)data;
-    return MRD_EINTERNAL;
 }

@@ -448,3 +448,30 @@ Test(protocol, encode_refuses_out_of_range_enum)
     cr_assert_null(mrd_hb_request_to_json(&r));
     mrd_hb_request_free(&r);
 }
+
+Test(protocol, request_api_url_urgent_and_result_position_round_trip)
+{
+    const char *text = "{\"node\": \"n1\", \"region\": \"eu\", \"seq\": 3,"
+                       " \"api_url\": \"http://127.0.0.1:7002\", \"urgent\": true,"
+                       " \"results\": [{\"id\": \"1/fence/fence\", \"status\": \"done\","
+                       " \"epoch\": 2, \"position\": 4096}]}";
+    mrd_hb_request r;
+    char err[256];
+    cr_assert_eq(mrd_hb_request_parse(text, strlen(text), &r, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(r.api_url, "http://127.0.0.1:7002");
+    cr_assert_eq(r.urgent, 1);
+    cr_assert_eq(r.results[0].position, 4096);
+    json_t *j = mrd_hb_request_to_json(&r);
+    mrd_hb_request back;
+    cr_assert_eq(mrd_hb_request_from_json(j, &back, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(back.api_url, r.api_url);
+    cr_assert_eq(back.urgent, 1);
+    cr_assert_eq(back.results[0].position, 4096);
+    json_decref(j);
+    mrd_hb_request_free(&back);
+    mrd_hb_request_free(&r);
+
+    const char *bad = "{\"node\": \"n1\", \"region\": \"eu\", \"seq\": 3, \"urgent\": 1}";
+    cr_assert_eq(mrd_hb_request_parse(bad, strlen(bad), &r, err, sizeof(err)), MRD_EPARSE);
+    cr_assert(strstr(err, "urgent") != NULL, "%s", err);
+}

@@ -1,0 +1,90 @@
+"""End to end, three regions on loopback (tests/integration/mrd_deploy.py):
+
+  switchover      eu -> us under a writer that commits every 20 ms: the
+                  operation completes, the new primary is us, no
+                  acknowledged write is lost, and at no sample were two
+                  members writable
+  failover        SIGKILL eu's PostgreSQL and agent: the controller fails
+                  over to a replica by itself and the writer resumes on it
+"""
+
+import time
+
+import meridian_harness as h
+from mrd_deploy import Deployment
+
+test = h.test
+
+
+def two_writable_sampler(d, stop, seen):
+    import threading
+
+    def loop():
+        deadline = time.monotonic() + 300
+        while not stop.is_set() and time.monotonic() < deadline:
+            w = d.writable()
+            if len(w) > 1:
+                seen.append(w)
+            stop.wait(0.05)
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+@test
+def switchover():
+    import threading
+    d = Deployment(profile="default")
+    d.wait_ready()
+    d.writer_start()
+    time.sleep(1.0)
+    stop, seen = threading.Event(), []
+    sampler = two_writable_sampler(d, stop, seen)
+    t0 = time.monotonic()
+    op_id = d.start_op("switchover", to="us")
+    op = d.wait_op(op_id, 60, until=("rejoin", "done", "aborted", "failed"))
+    assert op["step"] in ("rejoin", "done"), "switchover ended in %s: %s" % (op["step"], op)
+    h.wait_until(lambda: d.writes and d.writes[-1][2] == d.pg["us"].port, 30,
+                 what="writes acknowledged by us")
+    time.sleep(0.5)
+    d.writer_stop()
+    stop.set()
+    sampler.join(5)
+    gap, before, after, _ = d.write_gap(t0)
+    h.log("switchover: write gap %.3f s (port %s -> %s), %d writes, %d errors"
+          % (gap, before, after, len(d.writes), d.write_errors))
+    lost = d.lost_writes("us")
+    assert not lost, "acknowledged writes lost on switchover: %s" % lost[:10]
+    assert not seen, "two writable members at once: %s" % seen[:3]
+    svc = d.service()
+    assert svc["primary_region"] == "us", svc
+    assert svc["epoch"] >= 2, svc
+
+
+@test
+def failover_after_kill():
+    d = Deployment(profile="default")
+    d.wait_ready()
+    d.writer_start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    d.agents["eu"].kill9()
+    d.pg["eu"].kill9()
+    h.wait_until(lambda: d.writes and d.writes[-1][2] != d.pg["eu"].port, 60,
+                 what="writes acknowledged by a new primary")
+    t_first = next(w[1] for w in d.writes if w[1] > t0 and w[2] != d.pg["eu"].port)
+    h.log("failover: first write on the new primary %.3f s after the kill" % (t_first - t0))
+    d.writer_stop()
+    h.wait_until(lambda: d.service()["primary_region"] != "eu", 30,
+                 what="the service's primary moved away from eu")
+    svc = d.service()
+    assert svc["primary_region"] == "us", "us has the higher priority: %s" % svc
+    lost = d.lost_writes("us")
+    h.log("failover: %d acknowledged writes lost (bounded by max_lag)" % len(lost))
+    op = d.latest_operation()
+    assert op and op["kind"] == "failover", op
+    assert op["actor"] == "meridian", op
+
+
+if __name__ == "__main__":
+    h.run_all()
