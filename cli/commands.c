@@ -771,16 +771,28 @@ static mrd__cli_color outcome_color(const char *o)
     return MRD__CLI_RED;
 }
 
+/* A step's detail without the "<outcome>: " the controller puts first. */
+static const char *step_detail(const json_t *st)
+{
+    const char *d = js(st, "detail"), *o = js(st, "outcome");
+    if (d == NULL)
+        return "";
+    size_t n = o ? strlen(o) : 0;
+    if (n && strncmp(d, o, n) == 0 && d[n] == ':' && d[n + 1] == ' ')
+        return d + n + 2;
+    return d;
+}
+
 static void print_step_line(mrd__cli_ctx *ctx, const json_t *st)
 {
     char b[32], step[40], outcome[60], detail[300];
     int64_t attempts = jint(st, "attempts", NULL);
     const char *o = js(st, "outcome");
-    fprintf(ctx->out, "  %-9s %9s  %3" PRId64 " attempt%s  %-12s %s\n",
+    fprintf(ctx->out, "  %-9s %9s  %3" PRId64 " attempt%s  %-17s %s\n",
             mrd__cli_sanitize(js(st, "step"), step, sizeof(step)),
             mrd__cli_fmt_ms(jint(st, "duration_ms", NULL), b, sizeof(b)), attempts,
             attempts == 1 ? " " : "s", mrd__cli_sanitize(o ? o : "-", outcome, sizeof(outcome)),
-            mrd__cli_sanitize(js(st, "detail"), detail, sizeof(detail)));
+            mrd__cli_sanitize(step_detail(st), detail, sizeof(detail)));
     fflush(ctx->out);
 }
 
@@ -858,7 +870,7 @@ static void print_operation(mrd__cli_ctx *ctx, const json_t *op)
         mrd__cli_table_cellf(t, jint(st, "attempts", NULL) > 1 ? MRD__CLI_YELLOW : 0, "%" PRId64,
                              jint(st, "attempts", NULL));
         mrd__cli_table_cell(t, outcome_color(o), o);
-        mrd__cli_table_cell(t, 0, js(st, "detail") && js(st, "detail")[0] ? js(st, "detail") : "");
+        mrd__cli_table_cell(t, 0, step_detail(st));
     }
     mrd__cli_table_row(t);
     mrd__cli_table_cell(t, MRD__CLI_BOLD, "total");

@@ -23,6 +23,9 @@ that need agents and PostgreSQL replicas to happen for real:
   --wait              prints steps, "cutover complete; rejoin pending" exit 0,
                       aborted exit 1, timeout exit 5, done exit 0
   5xx then next URL, and the Idempotency-Key kept across controllers.
+
+End to end: a real switchover (PostgreSQL primary and streaming replica,
+two agents, deploy/hooks/pg-rejoin) followed with --wait, then its timeline.
 """
 
 import http.server
@@ -36,7 +39,7 @@ import time
 
 import psycopg2
 
-from meridian_harness import (Controller, TempDir, fixture, test, run_all, wait_until,
+from meridian_harness import (Controller, Agent, PgCluster, TempDir, source_dir, fixture, test, run_all, wait_until,
                               wait_for_leader, log, require_env, program_path, dead_port,
                               free_port, http_json, OPERATOR_TOKEN, VIEWER_TOKEN)
 
@@ -73,15 +76,15 @@ def cli_json(*args, **kw):
 # real controllers
 
 
-def fresh_store():
+def fresh_store(db="meridian_cli"):
     base = require_env("MERIDIAN_TEST_PG")
     conn = psycopg2.connect(base)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS meridian_cli WITH (FORCE)")
-        cur.execute("CREATE DATABASE meridian_cli")
+        cur.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
+        cur.execute("CREATE DATABASE %s" % db)
     conn.close()
-    return base + " dbname=meridian_cli"
+    return base + " dbname=" + db
 
 
 @fixture
@@ -564,6 +567,80 @@ def test_5xx_and_redirect_move_on():
         bad.close()
         fol.close()
         leader.close()
+
+
+# --------------------------------------------------------------------------
+# end to end: a real switchover with agents and PostgreSQL replicas
+
+PEER_TOKEN = "meridian-test-peer-token-0123456789"
+
+
+@test
+def test_switchover_wait_end_to_end():
+    """A real switchover eu -> us (PostgreSQL primary and streaming replica,
+    two agents): --wait prints the steps up to the cutover and exits 0 at
+    "cutover complete; rejoin pending"; `operations ID` shows the timeline;
+    status then names the new primary and epoch."""
+    store = fresh_store("meridian_cli_e2e")
+    tmp = TempDir("clie2e")
+    p = PgCluster.create("pg-eu", tmp=tmp, settings={"wal_log_hints": "on"})
+    r = p.make_replica("pg-us", tmp=tmp)
+    hook = os.path.join(source_dir(), "deploy", "hooks", "pg-rejoin")
+    extra = {"regions": [{"name": "eu", "priority": 1}, {"name": "us", "priority": 2}],
+             "services": [{"name": SERVICE, "primary_region": "eu",
+                           "policy": {"auto_failover": False},
+                           "members": [{"name": "orders-eu-1", "node": "db-eu-1", "region": "eu",
+                                        "conninfo": p.conninfo()},
+                                       {"name": "orders-us-1", "node": "db-us-1", "region": "us",
+                                        "conninfo": r.conninfo()}]}]}
+    ctl = Controller("ctl-e2e", "eu", store, tmp=tmp, extra=extra).start()
+    wait_for_leader([ctl], 30)
+    for node, region, name, pg in (("db-eu-1", "eu", "orders-eu-1", p),
+                                   ("db-us-1", "us", "orders-us-1", r)):
+        Agent(node, region, [ctl.url], tmp=tmp, extra={
+            "heartbeat_ms": 200,
+            "peer_tokens": [{"name": "peers", "token": PEER_TOKEN, "role": "agent"}],
+            "members": [{"service": SERVICE, "name": name, "kind": "postgresql",
+                         "conninfo": pg.conninfo(), "data_dir": pg.data,
+                         "rejoin_command": [hook]}]}).start()
+
+    def acceptable():
+        d = cli_json("plan", SERVICE, "--to", "us", urls=[ctl.url], token=VIEWER_TOKEN)
+        return d["decision"] == "failover" and d
+    wait_until(acceptable, 60, interval_s=0.5, what="a switchover to us acceptable")
+    code, out, err = cli("status", urls=[ctl.url], token=VIEWER_TOKEN)
+    assert re.search(r"orders-us-1\s+us\s+db-us-1\s+replica\s+healthy", out), out
+
+    code, out, err = cli("switchover", SERVICE, "--to", "us", "--expect-primary", "eu",
+                         "--expect-epoch", "1", "--reason", "cli e2e", "--wait",
+                         "--timeout", "90", urls=[ctl.url], timeout=120)
+    log("switchover --wait output:\n" + out + err)
+    assert code == 0, (code, out, err)
+    m = re.search(r"^operation (\d+) started: switchover of orders to us$", out, re.M)
+    assert m, out
+    op_id = m.group(1)
+    for s_ in ("plan", "fence", "catchup", "promote"):
+        assert re.search(r"^  %s\s+\S+ m?s\s+\d+ attempts?\s+\S+" % s_, out, re.M), (s_, out)
+    last = out.rstrip().splitlines()[-1]
+    assert last in ("cutover complete; rejoin pending", "operation %s done after" % op_id) or \
+        last.startswith("operation %s done after" % op_id), out
+
+    doc = cli_json("status", urls=[ctl.url], token=VIEWER_TOKEN)
+    svc = doc["services"][0]
+    assert svc["primary_region"] == "us" and svc["epoch"] == 2, svc
+    code, out, err = cli("operations", op_id, urls=[ctl.url], token=VIEWER_TOKEN)
+    assert code == 0, err
+    log("timeline:\n" + out)
+    assert "requested by ops: cli e2e" in out, out
+    assert re.search(r"^promote\s+\+\S+ m?s\s+\S+ m?s\s+\d+%", out, re.M), out
+    assert re.search(r"^total\s+\S+ m?s", out, re.M), out
+    assert re.search(r"/promote/promote\s+promote\s+db-us-1\s+2\s+done", out), out
+    code, out, err = cli("operations", urls=[ctl.url], token=VIEWER_TOKEN)
+    assert re.search(r"^\s*%s\s+orders\s+switchover\s+eu\s+us" % op_id, out, re.M), out
+    # a second switchover with the old expectations is refused: the topology moved
+    code, out, err = cli("switchover", SERVICE, "--to", "eu", "--expect-epoch", "1",
+                         urls=[ctl.url])
+    assert code == 3 and "conflict" in err, (code, err)
 
 
 if __name__ == "__main__":
