@@ -363,10 +363,11 @@ static int cmd_status(mrd__cli_ctx *ctx)
     json_t *me = json_object_get(st.json, "controller");
     json_t *ld = json_object_get(st.json, "leader");
     json_t *store = json_object_get(st.json, "store");
-    fprintf(ctx->out, "controller  %s (region %s), %s, term %" PRId64 "\n",
+    /* a follower's own term is that of its last lease, if any: not worth showing */
+    fprintf(ctx->out, "controller  %s (region %s), %s\n",
             mrd__cli_sanitize(js(me, "name"), c1, sizeof(c1)),
             mrd__cli_sanitize(js(me, "region"), c2, sizeof(c2)),
-            jtrue(me, "is_leader") ? "leader" : "follower", jint(me, "term", NULL));
+            jtrue(me, "is_leader") ? "leader" : "follower");
     if (json_is_object(ld)) {
         fprintf(ctx->out, "leader      %s (region %s), term %" PRId64 ", lease expires in %s\n",
                 mrd__cli_sanitize(js(ld, "name"), c1, sizeof(c1)),
