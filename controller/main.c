@@ -124,6 +124,11 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static int run(mrd_ctl *ctl)
 {
+    char fsm_err[256];
+    if (mrd_opfsm_check(fsm_err, sizeof(fsm_err)) != 0) {
+        mrd_log(MRD_LOG_ERROR, "operation table is not well-formed", MRD_S("error", fsm_err));
+        return 1;
+    }
     mrd_pg_options po;
     memset(&po, 0, sizeof(po));
     po.conninfo = ctl->cfg.store;
@@ -181,6 +186,22 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {
             printf("meridian-controller %s\n", MERIDIAN_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[i], "fsm") == 0) {
+            char err[256];
+            if (mrd_opfsm_check(err, sizeof(err)) != 0) {
+                fprintf(stderr, "meridian-controller: operation table is not well-formed: %s\n",
+                        err);
+                return 1;
+            }
+            size_t need = mrd_opfsm_dot(NULL, 0) + 1;
+            char *dot = malloc(need);
+            if (dot == NULL)
+                return 1;
+            mrd_opfsm_dot(dot, need);
+            fputs(dot, stdout);
+            free(dot);
             return 0;
         }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
