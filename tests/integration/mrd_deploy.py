@@ -121,6 +121,10 @@ class Deployment:
     def leader(self, timeout_s=30):
         return h.wait_for_leader(self.controllers(), timeout_s)[0]
 
+    def leader_or_none(self):
+        r = h.agreed_leader([c for c in self.controllers() if c.alive()])
+        return r[0] if r else None
+
     def service(self, ctl=None):
         ctl = ctl or self.any_controller()
         code, body = ctl.get("/v1/services/" + SERVICE)
