@@ -450,6 +450,11 @@ def main():
 
     if args.keep:
         os.environ["MERIDIAN_KEEP_TMP"] = "1"
+        if not os.environ.get("MERIDIAN_TEST_TMP"):  # ours, so not removed at exit
+            import tempfile
+            os.environ["MERIDIAN_TEST_TMP"] = tempfile.mkdtemp(prefix="meridian-bench.",
+                                                               dir="/tmp")
+            os.chmod(os.environ["MERIDIAN_TEST_TMP"], 0o755)
     h.setup_standalone(args.build)
     h.install_signal_handlers()
     profiles = ["default", "fast"] if args.profile == "all" else [args.profile]
@@ -465,7 +470,7 @@ def main():
         if not os.path.isfile(PROBE):
             say("probe not found: %s (set MERIDIAN_FAILOVER_PROBE)" % PROBE)
             return 2
-        outdir = h.TempDir("probe").path if not args.keep else h.TempDir("probe").path
+        outdir = h.TempDir("probe").path
         outs = []
         for p in profiles:
             for s in scenarios:
