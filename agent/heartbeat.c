@@ -47,11 +47,9 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
     mrd_hb_request_init(r);
     snprintf(r->node, sizeof(r->node), "%s", a->cfg.node);
     snprintf(r->region, sizeof(r->region), "%s", a->cfg.region);
+    snprintf(r->api_url, sizeof(r->api_url), "%s", a->cfg.api_url);
     r->seq = ++a->seq;
     r->urgent = a->beat_urgent;
-    if (a->cfg.listen_port > 0)
-        snprintf(r->api_url, sizeof(r->api_url), "http://%s:%d", a->cfg.listen_host,
-                 a->cfg.listen_port);
     r->epochs = calloc(a->nmembers + 1, sizeof(*r->epochs));
     r->members = calloc(a->nmembers + 1, sizeof(*r->members));
     r->checks = calloc(a->nchecks + 1, sizeof(*r->checks));
@@ -274,9 +272,11 @@ static void on_hb_timer(uv_timer_t *t)
 
 /* ---- self-fencing ---- */
 
-static void on_self_fenced(mrd__member *m, int err, const char *message, void *data)
+static void on_self_fenced(mrd__member *m, int err, const char *message, int64_t position,
+                           void *data)
 {
     (void)data;
+    (void)position;
     m->self_fencing = 0;
     if (err) {
         mrd_log(MRD_LOG_ERROR, "self-fence failed, retrying", MRD_S("member", m->cfg->name),

@@ -132,13 +132,17 @@ static const mrd_http_route routes[] = {
 
 int mrd__api_start(mrd_ctl *ctl)
 {
-    size_t nbase = sizeof(routes) / sizeof(routes[0]), nops;
+    /* One table from the modules' tables. */
+    size_t nbase = sizeof(routes) / sizeof(routes[0]), nops, nmetrics;
     const mrd_http_route *ops = mrd__api_ops_routes(&nops);
-    ctl->routes = calloc(nbase + nops, sizeof(*ctl->routes));
+    const mrd_http_route *metrics = mrd__metrics_routes(&nmetrics);
+    ctl->routes = calloc(nbase + nops + nmetrics, sizeof(*ctl->routes));
     if (ctl->routes == NULL)
         return MRD_ENOMEM;
     memcpy(ctl->routes, routes, sizeof(routes));
     memcpy(ctl->routes + nbase, ops, nops * sizeof(*ops));
+    memcpy(ctl->routes + nbase + nops, metrics, nmetrics * sizeof(*metrics));
+    nops += nmetrics;
     mrd_http_server_options opt;
     memset(&opt, 0, sizeof(opt));
     opt.host = ctl->cfg.listen_host;

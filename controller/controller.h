@@ -220,5 +220,7 @@ void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands);
 /* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);
 const mrd_http_route *mrd__api_ops_routes(size_t *n);
+/* controller/metrics_ctl.c */
+const mrd_http_route *mrd__metrics_routes(size_t *n);
 
 #endif

@@ -20,8 +20,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: meridian-controller [migrate] --config FILE\n"
-               "       meridian-controller --version\n");
+    fprintf(
+        f,
+        "usage: meridian-controller --config FILE           run\n"
+        "       meridian-controller migrate --config FILE   apply the store's migrations and exit\n"
+        "       meridian-controller check --config FILE     validate the configuration and exit\n"
+        "       meridian-controller --version\n");
 }
 
 static void listen_done(int err, PGresult *res, void *data)
@@ -173,7 +177,7 @@ static int run(mrd_ctl *ctl)
 
 int main(int argc, char **argv)
 {
-    int migrate_only = 0;
+    int migrate_only = 0, check_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {
             printf("meridian-controller %s\n", MERIDIAN_VERSION);
@@ -185,6 +189,8 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "migrate") == 0)
             migrate_only = 1;
+        if (strcmp(argv[i], "check") == 0)
+            check_only = 1;
     }
     const char *path = mrd_cfg_arg(argc, argv);
     if (path == NULL) {
@@ -201,6 +207,11 @@ int main(int argc, char **argv)
     }
     mrd_log_set_level(ctl.cfg.log_level);
     int rc;
+    if (check_only) {
+        printf("%s: valid (%zu regions, %zu services)\n", path, ctl.nregions, ctl.nservices);
+        mrd__ctl_config_free(&ctl);
+        return 0;
+    }
     if (migrate_only) {
         int applied = 0;
         rc = mrd__store_migrate(ctl.cfg.store, &applied, err, sizeof(err));

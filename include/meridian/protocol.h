@@ -40,6 +40,13 @@
  *    "ack": ["c-17"]}                  results the controller has stored: stop
  *                                      reporting them
  *
+ * POKE  POST /v1/agent/poke   (agent port; Bearer <controller's agent token>)
+ *
+ * request  {"commands": [...]}         the node's pending commands, as in an
+ *                                      answer; the agent handles them and
+ *                                      sends a heartbeat ("urgent") at once
+ * answer   {"ok": true, "accepted": 2}
+ *
  * PEER LEASE  POST /v1/peer/lease   (agent port; Bearer <peer token>, role agent)
  *
  * request  {"service": "orders", "epoch": 7, "node": "db-eu-1", "ttl_ms": 4000}
@@ -246,6 +253,11 @@ int mrd_hb_answer_from_json(const json_t *j, mrd_hb_answer *out, char *err, size
 int mrd_hb_request_parse(const char *text, size_t len, mrd_hb_request *out, char *err,
                          size_t errlen);
 int mrd_hb_answer_parse(const char *text, size_t len, mrd_hb_answer *out, char *err, size_t errlen);
+
+/* Decodes a poke body {"commands": [...]} into out->commands (the other
+ * fields of out stay zero). Same validation and results as
+ * mrd_hb_answer_from_json. */
+int mrd_hb_poke_from_json(const json_t *j, mrd_hb_answer *out, char *err, size_t errlen);
 
 /* Peer lease request (requester -> granter). */
 typedef struct {

@@ -59,6 +59,23 @@ def switchover():
     svc = d.service()
     assert svc["primary_region"] == "us", svc
     assert svc["epoch"] >= 2, svc
+    # the other replica now streams from the new primary (rejoin step: follow)
+    h.wait_until(lambda: d.pg["ap"].sql_value("SELECT sender_port FROM pg_stat_wal_receiver")
+                 == d.pg["us"].port, 30, what="ap streams from us")
+    # /metrics (open, Prometheus text format) tells the same from the leader
+    leader = d.leader()
+    import urllib.request
+    text = urllib.request.urlopen(leader.url + "/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, value = line.rsplit(" ", 1)
+        samples[name] = float(value)
+    assert samples.get("meridian_is_leader") == 1.0, text
+    assert samples.get('meridian_service_epoch{service="orders"}') == float(svc["epoch"]), text
+    assert samples.get('meridian_service_primary{service="orders",region="us"}') == 1.0, text
+    assert "# TYPE meridian_heartbeats_total counter" in text, text
 
 
 @test
