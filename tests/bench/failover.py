@@ -461,9 +461,10 @@ def main():
     scenarios = ["kill", "switchover"] if args.scenario == "all" else [args.scenario]
     started = time.monotonic()
     ctl = meridianctl()
-    say("switchover through: %s" % (ctl or "the REST API (build/meridianctl does not exist "
-                                        "yet: POST /v1/services/orders/switchover, then poll "
-                                        "GET /v1/operations/{id} until rejoin/done)"))
+    say("switchover through: %s" % (
+        "%s --url URL_EU,URL_US,URL_AP --token OPERATOR_TOKEN switchover orders --to us --wait"
+        % ctl if ctl else "the REST API (build/meridianctl does not exist yet: POST "
+        "/v1/services/orders/switchover, then poll GET /v1/operations/{id} until rejoin/done)"))
     bench = Bench(args)
 
     if args.probe:
