@@ -4,6 +4,8 @@ PostgreSQL member (eu primary, us and ap streaming replicas), an agent and a
 controller, one store, one service "orders".
 
     d = Deployment(profile="default")     # builds configs, starts everything
+                                          # (rejoin=True: agents rejoin an old
+                                          # primary with deploy/hooks/pg-rejoin)
     d.wait_ready()                        # leader elected, every member reported
     d.writer_start()                          # a client writing every 20 ms
     d.switchover("us")                    # through the API, waits for the cutover
@@ -28,7 +30,8 @@ PEER_TOKEN = "meridian-test-peer-token-0123456789"
 
 class Deployment:
     def __init__(self, profile="default", policy=None, tmp=None, store=None,
-                 heartbeat_ms=None, lease_ttl_ms=None, log_level="info", agent_extra=None):
+                 heartbeat_ms=None, lease_ttl_ms=None, log_level="info", agent_extra=None,
+                 rejoin=False):
         self.tmp = tmp or h.TempDir("deploy")
         self.profile = profile
         fast = profile == "fast"
@@ -82,9 +85,7 @@ class Deployment:
                      "request_timeout_ms": min(1000, self.heartbeat_ms * 2),
                      "peer_tokens": [{"name": "peers", "token": PEER_TOKEN, "role": "agent"}],
                      "peers": peers,
-                     "members": [{"service": SERVICE, "name": "orders-" + r,
-                                  "kind": "postgresql", "conninfo": conn,
-                                  "promote_timeout_ms": 30000}],
+                     "members": [self._member_cfg(r, conn, rejoin)],
                      "checks": [{"name": "pg", "kind": "postgresql", "conninfo": conn,
                                  "interval_ms": max(100, self.heartbeat_ms // 2),
                                  "timeout_ms": max(100, self.heartbeat_ms // 2),
@@ -103,6 +104,17 @@ class Deployment:
             self.agents[r].start()
 
     # -- set-up helpers
+
+    def _member_cfg(self, region, conn, rejoin):
+        """The agent's member entry; with rejoin, its data_dir and the
+        rejoin hook deploy/hooks/pg-rejoin (run by the agent as root: the
+        hook runs PostgreSQL's tools as user postgres itself)."""
+        m = {"service": SERVICE, "name": "orders-" + region, "kind": "postgresql",
+             "conninfo": conn, "promote_timeout_ms": 30000}
+        if rejoin:
+            m["data_dir"] = self.pg[region].data
+            m["rejoin_command"] = [os.path.join(h.source_dir(), "deploy", "hooks", "pg-rejoin")]
+        return m
 
     def _fresh_store(self):
         base = h.require_env("MERIDIAN_TEST_PG")
