@@ -150,7 +150,8 @@ class Deployment:
         return {m["region"]: m for m in self.service()["members"]}
 
     def wait_ready(self, timeout_s=60):
-        """A leader, and every member reported with its role (eu primary)."""
+        """A leader, and every member reported with its role (eu primary);
+        the leader sees the primary healthy and both replicas acceptable."""
         self.leader(timeout_s)
 
         def ready():
@@ -173,6 +174,15 @@ class Deployment:
             return dec.get("reason") == "ok"
         h.wait_until(leader_sees_healthy, timeout_s, interval_s=0.1,
                      what="the leader's decision sees a healthy primary")
+
+        def leader_sees_replicas():
+            # the leader plans from its last tick's snapshot, which can be a
+            # tick older than what the store showed above
+            code, plan = self.leader(5).get("/v1/services/%s/plan" % SERVICE)
+            cands = (plan.get("candidates") or []) if code == 200 else []
+            return len(cands) == 2 and all(c["acceptable"] for c in cands)
+        h.wait_until(leader_sees_replicas, timeout_s, interval_s=0.1,
+                     what="the leader's plan accepts both replicas")
 
     # -- the client's side
 
@@ -238,14 +248,24 @@ class Deployment:
 
     # -- operations
 
-    def start_op(self, kind, to=None, force=False, ctl=None):
+    def start_op(self, kind, to=None, force=False, ctl=None, retry_s=0, headers=None):
+        """POSTs a switchover/failover; returns the operation id. With
+        retry_s, a 422 (e.g. a replica whose check just timed out on a
+        loaded machine) is retried for that long before it fails."""
         ctl = ctl or self.leader()
         body = {}
         if to:
             body["to"] = to
         if force:
             body["force"] = True
-        code, res = ctl.post("/v1/services/%s/%s" % (SERVICE, kind), body)
+        deadline = time.monotonic() + retry_s
+        while True:
+            code, res = h.http_json("POST", ctl.url + "/v1/services/%s/%s" % (SERVICE, kind),
+                                    body, h.OPERATOR_TOKEN, headers=headers)
+            if code != 422 or time.monotonic() >= deadline:
+                break
+            h.log("%s refused (%s), retrying" % (kind, res))
+            time.sleep(0.3)
         if code != 202:
             raise h.HarnessError("%s: %s %s" % (kind, code, res))
         return res["operation"]

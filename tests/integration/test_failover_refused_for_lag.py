@@ -93,7 +93,7 @@ def failover_refused_for_lag():
     assert code == 422, (code, body)
     assert body["error"]["code"] == "lag_exceeded", body
 
-    op_id = d.start_op("failover", to="ap", force=True, ctl=leader)
+    op_id = d.start_op("failover", to="ap", force=True, ctl=leader, retry_s=10)
     op = d.wait_op(op_id, 60, until=("rejoin", "done", "aborted", "failed"))
     assert op["step"] in ("rejoin", "done"), "forced failover ended in %s: %s" % (op["step"], op)
     assert op["kind"] == "failover" and op["to_region"] == "ap" and op["actor"] == "ops", op

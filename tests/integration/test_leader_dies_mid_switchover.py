@@ -30,7 +30,7 @@ def leader_dies_in_catchup():
     epoch0 = d.service()["epoch"]
 
     d.pg["us"].pause_replay()
-    op_id = d.start_op("switchover", to="us", ctl=old_leader)
+    op_id = d.start_op("switchover", to="us", ctl=old_leader, retry_s=10)
     op = d.wait_op(op_id, 30, until=("catchup", "rollback", "done", "aborted", "failed"))
     assert op["step"] == "catchup", "switchover did not stop in catchup: %s" % op
     assert op["epoch"] == epoch0 + 1, op

@@ -77,7 +77,7 @@ def maintenance_blocks_automatic_failover():
     assert code == 200 and plan["decision"] in ("failover", "wait"), plan
     assert plan["target_region"] == "us", plan
 
-    op_id = d.start_op("failover", to="us", ctl=leader)
+    op_id = d.start_op("failover", to="us", ctl=leader, retry_s=10)
     op = d.wait_op(op_id, 60, until=("rejoin", "done", "aborted", "failed"))
     assert op["step"] in ("rejoin", "done"), "manual failover ended in %s: %s" % (op["step"], op)
     assert op["kind"] == "failover" and op["actor"] == "ops" and op["to_region"] == "us", op

@@ -22,7 +22,7 @@ test = h.test
 
 def switchover(d, src, dst, epoch):
     t0 = time.monotonic()
-    op_id = d.start_op("switchover", to=dst)
+    op_id = d.start_op("switchover", to=dst, retry_s=10)
     op = d.wait_op(op_id, 80)
     h.log("switchover %s -> %s: %s in %.1f s" % (src, dst, op["step"], time.monotonic() - t0))
     assert op["step"] == "done", "switchover %s -> %s ended in %s: %s" % (src, dst, op["step"], op)
