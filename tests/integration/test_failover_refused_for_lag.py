@@ -63,8 +63,10 @@ def failover_refused_for_lag():
     h.log("alert after %.1f s: %s" % (time.monotonic() - t_kill, alerts[0]["message"]))
     assert alerts[0]["service"] == "orders" and alerts[0]["actor"] == "meridian", alerts
 
-    # well past node_timeout 3 s + grace 2 s + isolation 4 s + margin 1 s
-    while time.monotonic() - t_kill < 14:
+    # well past node_timeout 3 s + grace 2 s + isolation 4 s + margin 1 s,
+    # and a while after the alert however late it came on a loaded machine
+    until = max(t_kill + 14, time.monotonic() + 3)
+    while time.monotonic() < until:
         assert d.latest_operation() is None, "failover despite lag: %s" % d.latest_operation()
         time.sleep(0.5)
     svc = d.service(d.leader())

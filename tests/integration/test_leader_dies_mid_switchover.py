@@ -55,6 +55,14 @@ def leader_dies_in_catchup():
     steps = [s["step"] for s in op["steps"]]
     for s in ("plan", "fence", "catchup", "promote"):
         assert s in steps, "step %s missing: %s" % (s, steps)
+    # one fence (by the old leader) and one promote (by the new), both done
+    cmds = {}
+    for c in op["commands"]:
+        cmds.setdefault(c["kind"], []).append(c)
+    for kind, node in (("fence", "node-eu"), ("promote", "node-us")):
+        assert len(cmds.get(kind, [])) == 1, op["commands"]
+        c = cmds[kind][0]
+        assert c["status"] == "done" and c["node"] == node and c["epoch"] == epoch0 + 1, c
 
     h.wait_until(lambda: d.writes and d.writes[-1][2] == d.pg["us"].port, 30,
                  what="writes acknowledged by us")
