@@ -297,7 +297,8 @@ class Bench:
         self.n += 1
         conninfo = self.store.create_database("bench_%d_%d" % (os.getpid(), self.n))
         t = time.monotonic()
-        d = Deployment(profile=profile, store=conninfo, log_level=self.args.log_level)
+        d = Deployment(profile=profile, store=conninfo, log_level=self.args.log_level,
+                       rejoin=not self.args.no_rejoin)
         d.wait_ready(90)
         d.setup_s = time.monotonic() - t
         return d
@@ -435,6 +436,8 @@ def main():
     ap.add_argument("--probe", action="store_true",
                     help="one failover_probe.py trial per profile and scenario instead")
     ap.add_argument("--build", default=None, help="build directory (default <source>/build)")
+    ap.add_argument("--no-rejoin", action="store_true",
+                    help="configure no rejoin hook: the old primary stays a fenced primary")
     ap.add_argument("--keep", action="store_true",
                     help="keep every run's directory (logs, result.json) and print it")
     ap.add_argument("--log-level", default="info", help="of controllers and agents (info)")
