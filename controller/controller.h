@@ -80,6 +80,7 @@ typedef struct {
     uint32_t registry_attempts, dns_attempts;
     char registry_error[256], dns_error[256];
     uint64_t driver_retry_ms;
+    uint64_t unfence_sent_ms; /* last recovery unfence of a self-fenced primary (store clock) */
 } mrd__service;
 
 /* Heartbeat ingest (controller/ingest.c). */

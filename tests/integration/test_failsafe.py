@@ -5,7 +5,9 @@ and failsafe), three regions on loopback with their own store:
                               recorded:false, the primary stays writable on
                               its peer leases; then one replica's agent is
                               SIGSTOPped as well: the primary loses a lease
-                              and fences itself (read-only)
+                              and fences itself (read-only); once the
+                              store and the peer are back, the leader
+                              unfences it (no failover)
   controllers_gone            every controller and one replica agent
                               SIGSTOPped: the primary fences itself
 """
@@ -52,6 +54,11 @@ def store_outage_keeps_writes():
     assert d.writable() == [], d.writable()
     d.agents["us"].sigcont()
     store.start()
+    # Heard from again, the self-fenced primary is unfenced by the leader
+    # (no failover: it is still the store's primary in the current epoch).
+    h.wait_until(lambda: writes_ok(d), 30, what="the primary unfenced after the outage")
+    assert d.service()["primary_region"] == "eu"
+    assert d.latest_operation() is None, d.latest_operation()
 
 
 @test
@@ -67,6 +74,8 @@ def controllers_gone():
     d.agents["ap"].sigcont()
     for c in d.controllers():
         c.sigcont()
+    h.wait_until(lambda: writes_ok(d), 30, what="the primary unfenced after the outage")
+    assert d.service()["primary_region"] == "eu"
 
 
 if __name__ == "__main__":
