@@ -9,7 +9,8 @@ an arbitrary command (a stale epoch, a repeated id); the lead may move the
 tests that do not need that to the real controller.
 
 The tests share one set of clusters and agents and run in order:
-  lag            lag grows while replay is paused, returns to 0 after resume
+  lag            lag grows while replay is paused, returns to 0 after resume;
+                 b's first controller is down, it uses the next one
   checks         postgresql/http/tcp/exec checks (timeout, output), tcp probes
   lease_epoch    a replica agent that has seen epoch N+1 refuses a lease of N,
                  also after a restart
@@ -244,7 +245,9 @@ def env():
                     "interval_ms": 500, "timeout_ms": 400, "member": "orders-b"}],
     })
     e.a = Agent("a", "eu", e.ctl.url, log_level="debug", extra=ca, port=port_a)
-    e.b = Agent("b", "us", e.ctl.url, log_level="debug", extra=cb, port=port_b)
+    # b's first controller is down: it must move on to the next one
+    e.dead_ctl = "http://127.0.0.1:%d" % dead_port()
+    e.b = Agent("b", "us", [e.dead_ctl, e.ctl.url], log_level="debug", extra=cb, port=port_b)
     e.ctl.token = e.a.cfg["token"]
     e.a.start()
     e.b.start()
@@ -286,6 +289,8 @@ def lag():
                and m["lag_ms"] == 0 and m["healthy"], 20, what="lag back to 0 after resume")
     am = member(e, "a", "orders-a")
     assert am["role"] == "primary" and am["position"] > 0 and am["timeline"] == 1, am
+    # b reached the fake controller although the first of its list is down
+    assert ('msg="heartbeat failed" controller=%s' % e.dead_ctl) in log_text(e.b)
     assert am["lag_bytes"] == 0 and am["healthy"], am
 
 
