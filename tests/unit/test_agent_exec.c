@@ -71,6 +71,18 @@ Test(agent_exec, output_truncated_child_not_blocked)
     cr_assert_eq(strlen(o.output), 100);
 }
 
+Test(agent_exec, long_output_keeps_head_and_tail)
+{
+    const char *argv[] = {"/bin/sh", "-c",
+                          "echo START; head -c 10000 /dev/zero | tr '\\0' x; echo; echo END", NULL};
+    outcome o = run(argv, NULL, 10000, 100);
+    cr_assert_eq(o.status, 0);
+    cr_assert_eq(strlen(o.output), 100);
+    cr_assert_eq(strncmp(o.output, "START\n", 6), 0, "%s", o.output);
+    cr_assert(strstr(o.output, "\n...\n") != NULL, "%s", o.output);
+    cr_assert_str_eq(o.output + 100 - 5, "\nEND\n", "%s", o.output);
+}
+
 Test(agent_exec, timeout_kills_the_process_group)
 {
     char pidfile[] = "/tmp/mrd-exec-XXXXXX";
