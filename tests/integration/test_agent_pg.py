@@ -9,6 +9,7 @@ an arbitrary command (a stale epoch, a repeated id); the lead may move the
 tests that do not need that to the real controller.
 
 The tests share one set of clusters and agents and run in order:
+  command_line   --check-config, bad configuration, usage, corrupt epoch file
   lag            lag grows while replay is paused, returns to 0 after resume;
                  b's first controller is down, it uses the next one
   checks         postgresql/http/tcp/exec checks (timeout, output), tcp probes
@@ -266,6 +267,32 @@ def log_text(agent):
 
 def member(e, node, name):
     return e.ctl.last_member(node, name)
+
+
+@test
+def command_line():
+    """--check-config, a bad configuration (exit 1, the key named), no
+    arguments (exit 2): no PostgreSQL needed."""
+    from meridian_harness import TempDir, program_path, run
+    tmp = TempDir("agent-cli")
+    good = {"node": "n", "region": "eu", "controllers": ["http://127.0.0.1:9"],
+            "token": "t", "state_dir": tmp.path}
+    bad = dict(good, heartbeat_ms="fast")
+    for name, cfg in (("good", good), ("bad", bad)):
+        with open(tmp.join(name + ".json"), "w") as f:
+            json.dump(cfg, f)
+    agent = program_path("meridian-agent")
+    r = run([agent, "--config", tmp.join("good.json"), "--check-config"], check=False)
+    assert r.returncode == 0 and "configuration ok" in r.stdout, r
+    r = run([agent, "--config", tmp.join("bad.json")], check=False)
+    assert r.returncode == 1 and "heartbeat_ms" in r.stdout, r
+    r = run([agent], check=False)
+    assert r.returncode == 2 and "usage" in r.stdout, r
+    # a corrupt epoch file stops the agent: it must not forget its epochs
+    with open(os.path.join(tmp.path, "epochs.json"), "w") as f:
+        f.write("{not json")
+    r = run([agent, "--config", tmp.join("good.json")], check=False, timeout_s=20)
+    assert r.returncode == 1 and "epochs.json" in r.stdout, r
 
 
 @test
