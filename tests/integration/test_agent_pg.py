@@ -26,6 +26,7 @@ The tests share one set of clusters and agents and run in order:
   promote_wait   promote waits for the granted lease to end, then promotes
   rejoin         the diverged old primary is fenced and rejoined with
                  deploy/hooks/pg-rejoin (pg_rewind): it replicates the new one
+  exec_member    a member of kind exec: status, promote, fence, unfence
 Waits are bounded with room for a loaded machine; the only timing asserted
 is a lower bound (a promote never before the lease it granted ended).
 """
@@ -526,6 +527,49 @@ def rejoin():
                and m["timeline"] == 2 and not m["fenced"] and m["lag_bytes"] == 0, 20,
                what="heartbeat to report a replica on timeline 2")
     assert "rejoined as a replica" in log_text(e.a)
+
+
+@test
+def exec_member():
+    """A member of kind exec: role from status_command, promote/fence/unfence
+    through commands (a state file stands for the managed system)."""
+    e = env()
+    from meridian_harness import TempDir
+    tmp = TempDir("agent-exec")
+    state = tmp.join("role")
+    with open(state, "w") as f:
+        f.write("replica\n")
+
+    def setter(role):
+        return ["/bin/sh", "-c", "echo %s > %s" % (role, state)]
+    c = Agent("c", "ap", e.ctl.url, log_level="debug", extra={
+        "heartbeat_ms": 200, "isolation_timeout_ms": ISOLATION_MS, "request_timeout_ms": 500,
+        "peer_tokens": [{"name": "peers", "token": PEER_TOKEN, "role": "agent"}],
+        "members": [{"service": "cache", "name": "cache-c", "kind": "exec",
+                     "status_command": ["/bin/cat", state],
+                     "promote_command": setter("primary"),
+                     "fence": {"mode": "exec", "command": setter("fenced"),
+                               "unfence_command": setter("primary")}}]})
+    c.start()
+    wait_until(lambda: (m := member(e, "c", "cache-c")) and m["role"] == "replica"
+               and m["healthy"], 20, what="exec member reported as a replica")
+    e.ctl.command("c", "c-promote", "cache", "cache-c", "promote", 1)
+    assert e.ctl.result("c-promote", timeout=30)["status"] == "done"
+    wait_until(lambda: member(e, "c", "cache-c")["role"] == "primary", 10,
+               what="exec member primary")
+    e.ctl.command("c", "c-fence", "cache", "cache-c", "fence", 1)
+    assert e.ctl.result("c-fence")["status"] == "done"
+    wait_until(lambda: (m := member(e, "c", "cache-c")) and m["role"] == "fenced"
+               and m["fenced"], 10, what="exec member fenced")
+    e.ctl.command("c", "c-unfence", "cache", "cache-c", "unfence", 1)
+    assert e.ctl.result("c-unfence")["status"] == "done"
+    wait_until(lambda: (m := member(e, "c", "cache-c")) and m["role"] == "primary"
+               and not m["fenced"], 10, what="exec member unfenced")
+    # a rejoin without a configured hook fails with a clear message
+    e.ctl.command("c", "c-rejoin", "cache", "cache-c", "rejoin", 1)
+    res = e.ctl.result("c-rejoin")
+    assert res["status"] == "failed" and "no rejoin command" in res["error"], res
+    assert c.stop() == 0
 
 
 if __name__ == "__main__":
