@@ -185,6 +185,7 @@ struct mrd__member {
     uint64_t lease_logged_ms; /* last lease refusal logged at warn (rate limit) */
     int self_fenced;          /* this process fenced it for isolation */
     int self_fencing;         /* fence in progress */
+    int64_t promoted_epoch;   /* epoch of the last promote this process carried out */
 };
 
 typedef struct {
@@ -192,6 +193,7 @@ typedef struct {
     int64_t epoch;
     char primary_region[MRD_PROTO_NAME_MAX];
     int64_t primary_position;
+    char primary_member[MRD_PROTO_NAME_MAX];
 } mrd__service_view;
 
 struct mrd__agent {

@@ -92,6 +92,7 @@ static void on_done(mrd__member *m, int err, const char *message, int64_t positi
          * (it had no recorded contact as a replica). */
         a->last_contact_ms = mrd__now_ms(a);
         a->have_contact = 1;
+        m->promoted_epoch = c->epoch;
     }
     /* pop c (it is the head) */
     m->queue = c->next;

@@ -422,12 +422,53 @@ static int env_add(char **env, size_t *n, size_t max, const char *k, const char 
     return 0;
 }
 
+/* ALTER SYSTEM takes no parameters: the conninfo is written as a standard
+ * SQL literal (standard_conforming_strings: quotes doubled, backslashes
+ * literal); control characters are refused. Returns 0 or MRD_EINVAL. */
+static int follow_sql(char *buf, size_t len, const char *conninfo)
+{
+    size_t pos = 0;
+    const char *head = "ALTER SYSTEM SET primary_conninfo = '";
+    if (strlen(head) + 3 > len)
+        return MRD_EINVAL;
+    memcpy(buf, head, strlen(head));
+    pos = strlen(head);
+    for (const char *p = conninfo; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || pos + 4 >= len)
+            return MRD_EINVAL;
+        if (*p == '\'')
+            buf[pos++] = '\'';
+        buf[pos++] = *p;
+    }
+    buf[pos++] = '\'';
+    buf[pos] = '\0';
+    return 0;
+}
+
 void mrd__member_rejoin(mrd__member *m, const json_t *args, int64_t epoch, mrd__action_cb done,
                         void *data)
 {
     action *x = action_new(m, done, data, "rejoin");
     if (!x)
         return;
+    /* A replica that only has to follow the new primary: no hook, no restart
+     * (primary_conninfo is reloadable since PostgreSQL 13; the new timeline
+     * is followed with recovery_target_timeline = latest, the default). */
+    const char *follow_to = json_string_value(json_object_get(args, "primary_conninfo"));
+    if (json_is_true(json_object_get(args, "follow")) && is_pg(m) && follow_to) {
+        char sql[1200];
+        if (m->role != MRD_MEMBER_REPLICA || follow_sql(sql, sizeof(sql), follow_to) != 0) {
+            x->err = MRD_EINVAL;
+            snprintf(x->msg, sizeof(x->msg), "%s",
+                     m->role != MRD_MEMBER_REPLICA ? "not a replica: cannot just follow"
+                                                   : "primary_conninfo cannot be written");
+            action_end(x);
+            return;
+        }
+        const char *const sqls[] = {sql, "SELECT pg_reload_conf()"};
+        run_sql(x, sqls, 2, NULL);
+        return;
+    }
     enum { MAXENV = MRD_PROTO_MAX_ARGS + 12 };
     char *env[MAXENV] = {0};
     size_t n = 0;

@@ -281,6 +281,8 @@ json_t *mrd_hb_answer_to_json(const mrd_hb_answer *a)
             put(e, "epoch", json_integer((json_int_t)s->epoch), &bad);
             put(e, "primary_region", str_or_null(s->primary_region), &bad);
             put(e, "primary_position", json_integer((json_int_t)s->primary_position), &bad);
+            if (s->primary_member[0])
+                put(e, "primary_member", json_string(s->primary_member), &bad);
         }
         put(sv, s->service, e, &bad);
     }
@@ -799,7 +801,9 @@ static int decode_answer(ectx *e, const json_t *j, mrd_hb_answer *a)
                 (rc = get_str(e, v, path, "primary_region", s->primary_region,
                               sizeof(s->primary_region), STR_NULLABLE | STR_OPTIONAL, 0)) ||
                 (rc = get_int(e, v, path, "primary_position", &s->primary_position, 0, INT64_MAX,
-                              INT_NULLABLE, 0)))
+                              INT_NULLABLE, 0)) ||
+                (rc = get_str(e, v, path, "primary_member", s->primary_member,
+                              sizeof(s->primary_member), STR_NULLABLE | STR_OPTIONAL, 0)))
                 return rc;
             a->nservices++;
         }

@@ -32,7 +32,7 @@
  * answer (200)
  *   {"recorded": true,                 the store committed this heartbeat
  *    "heartbeat_ms": 1000,             interval the agent should use
- *    "services": {"orders": {"epoch": 7, "primary_region": "eu",
+ *    "services": {"orders": {"epoch": 7, "primary_region": "eu", "primary_member": "orders-eu-1",
  *                            "primary_position": 123456}},
  *    "commands": [{"id": "c-18", "service": "orders", "member": "orders-eu-1",
  *                  "kind": "fence|unfence|promote|rejoin", "epoch": 8,
@@ -204,6 +204,10 @@ typedef struct {
     int64_t epoch;
     char primary_region[MRD_PROTO_NAME_MAX]; /* "": none (null on the wire) */
     int64_t primary_position;                /* 0: unknown */
+    char primary_member[MRD_PROTO_NAME_MAX]; /* "": unknown (optional on the wire): the member
+                                                the store names primary; any other member that
+                                                finds itself a writable primary, and was not
+                                                promoted in this epoch, fences itself */
 } mrd_hb_service;
 
 typedef struct {

@@ -510,3 +510,21 @@ Test(protocol, poke_commands)
     cr_assert_eq(mrd_hb_poke_from_json(j, &a, err, sizeof(err)), MRD_EPARSE);
     json_decref(j);
 }
+
+Test(protocol, answer_primary_member_round_trip)
+{
+    const char *text = "{\"recorded\": true, \"heartbeat_ms\": 1000, \"services\": {\"orders\":"
+                       " {\"epoch\": 3, \"primary_region\": \"us\", \"primary_member\":"
+                       " \"orders-us\"}}, \"commands\": [], \"ack\": []}";
+    mrd_hb_answer a;
+    char err[256];
+    cr_assert_eq(mrd_hb_answer_parse(text, strlen(text), &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(a.services[0].primary_member, "orders-us");
+    json_t *j = mrd_hb_answer_to_json(&a);
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(json_object_get(j, "services"), "orders"),
+                                          "primary_member")),
+        "orders-us");
+    json_decref(j);
+    mrd_hb_answer_free(&a);
+}
