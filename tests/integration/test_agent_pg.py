@@ -24,6 +24,8 @@ The tests share one set of clusters and agents and run in order:
   self_fence     neither recorded contact nor a peer lease: fences itself, and
                  stays fenced until the controller unfences it
   promote_wait   promote waits for the granted lease to end, then promotes
+  superseded     a writable primary that the store no longer names primary
+                 fences itself at once; the member promoted in the epoch not
   rejoin         the diverged old primary is fenced and rejoined with
                  deploy/hooks/pg-rejoin (pg_rewind): it replicates the new one
   exec_member    a member of kind exec: status, promote, fence, unfence
@@ -508,10 +510,23 @@ def promote_wait():
 
 
 @test
+def superseded():
+    """The store names b primary in epoch 3: a, still writable (a split brain
+    made by this test), fences itself at once; b, promoted in epoch 3, not."""
+    e = env()
+    # the old primary diverges: it takes a write after b's promotion
+    assert write_works(e.p)
+    with e.ctl.lock:
+        e.ctl.services["orders"].update(epoch=3, primary_member="orders-b", primary_region="us")
+    wait_until(lambda: write_fails(e.p), 10, what="a to fence itself")
+    assert "superseded: fencing the primary" in log_text(e.a)
+    time.sleep(0.5)
+    assert write_works(e.r), "the member promoted in this epoch stays writable"
+
+
+@test
 def rejoin():
     e = env()
-    # the old primary diverged: it took a write after b's promotion
-    assert write_works(e.p)
     e.ctl.command("a", "fence-3", "orders", "orders-a", "fence", 3)
     assert e.ctl.result("fence-3")["status"] == "done"
     e.ctl.command("a", "rejoin-1", "orders", "orders-a", "rejoin", 3,
