@@ -28,9 +28,12 @@ def switchover(d, src, dst, epoch):
     assert op["step"] == "done", "switchover %s -> %s ended in %s: %s" % (src, dst, op["step"], op)
     assert op["outcome"] and op["epoch"] == epoch + 1, op
     assert not op["rejoin_pending"], "rejoin left pending: %s" % op
-    rejoin = [c for c in op["commands"] if c["kind"] == "rejoin"]
+    rejoin = [c for c in op["commands"] if c["id"].endswith("/rejoin/rejoin")]
     assert len(rejoin) == 1 and rejoin[0]["status"] == "done", op["commands"]
     assert rejoin[0]["node"] == "node-" + src, rejoin
+    # the third member was told to follow the new primary (no restart)
+    follow = [c for c in op["commands"] if "/rejoin/follow-" in c["id"]]
+    assert len(follow) == 1 and follow[0]["status"] == "done", op["commands"]
     # the old primary follows the new one
     assert d.pg[src].is_in_recovery(), "%s is not in recovery" % src
     h.wait_until(lambda: d.pg[src].wal_receiver_status() == "streaming", 30,
