@@ -223,6 +223,7 @@ typedef struct {
     int err;
     int already; /* promote: recovery was not in progress */
     int promote_false;
+    int64_t position; /* fence: pg_current_wal_lsn once fenced */
     char msg[MRD_PROTO_ERROR_MAX];
     const char *what;
 } action;
@@ -231,7 +232,7 @@ static action *action_new(mrd__member *m, mrd__action_cb done, void *data, const
 {
     action *x = calloc(1, sizeof(*x));
     if (!x) {
-        done(m, MRD_ENOMEM, "out of memory", data);
+        done(m, MRD_ENOMEM, "out of memory", 0, data);
         return NULL;
     }
     x->m = m;
@@ -251,7 +252,8 @@ static void action_end(action *x)
     mrd_log(x->err ? MRD_LOG_ERROR : MRD_LOG_INFO, x->err ? "action failed" : "action done",
             MRD_S("action", x->what), MRD_S("member", x->m->cfg->name),
             MRD_S("error", x->err ? x->msg : ""));
-    x->done(x->m, x->err, x->err ? x->msg : (x->already ? "already primary" : ""), x->data);
+    x->done(x->m, x->err, x->err ? x->msg : (x->already ? "already primary" : ""), x->position,
+            x->data);
     mrd__members_poll(x->m->agent); /* report the new state soon */
     free(x);
 }
@@ -279,6 +281,9 @@ static void on_step(int err, PGresult *res, void *data)
     if (!err && res && strcmp(x->what, "promote") == 0 && PQntuples(res) == 1 &&
         strcmp(PQgetvalue(res, 0, 0), "f") == 0)
         x->promote_false = 1;
+    if (!err && res && PQntuples(res) == 1 && PQnfields(res) == 1 &&
+        strcmp(PQfname(res, 0), "final_position") == 0)
+        x->position = lsn_parse(PQgetvalue(res, 0, 0));
     if (--x->remaining == 0)
         action_end(x);
 }
@@ -362,6 +367,8 @@ void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data)
             " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
             " AND (backend_xid IS NOT NULL"
             "      OR xact_start < statement_timestamp() - interval '50 milliseconds')",
+            /* reported with the result: the switchover's catch-up barrier */
+            "SELECT pg_current_wal_lsn()::text AS final_position",
         };
         run_sql(x, sqls, sizeof(sqls) / sizeof(sqls[0]), NULL);
     } else {

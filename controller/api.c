@@ -65,7 +65,7 @@ static void h_status(mrd_http_request *req, mrd_http_response *res, void *data)
                              ctl->cfg.advertise_url, "is_leader", leader, "term",
                              (json_int_t)ctl->lease.term, "leader", leader_json(ctl), "store",
                              "connected", mrd_pg_connected(ctl->pg), "migrated", ctl->migrated);
-    mrd_http_respond_json(res, 200, body);
+    mrd__api_status_services(ctl, res, body);
 }
 
 typedef struct {

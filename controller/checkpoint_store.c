@@ -86,8 +86,10 @@ typedef struct mrd__ckpt_state {
     uint64_t seen_rows;
     int auto_busy, retention_busy;
     uint64_t next_retention_ms;
-    uint64_t *next_auto_ms; /* per service */
-    int64_t auto_term;      /* term the schedule belongs to */
+    uint64_t *next_auto_ms;        /* per service */
+    const mrd__service *sized_for; /* ctl->services the arrays match (a reload swaps it) */
+    size_t nsized;
+    int64_t auto_term; /* term the schedule belongs to */
     /* metrics: per service x region of the configuration */
     ckpt_gauge *gauges;
     uint64_t gauges_now_ms;  /* store clock of the last refresh */
@@ -601,6 +603,32 @@ static void on_timer(uv_timer_t *t)
             create_run(c);
 }
 
+/* (Re)sizes the per-service arrays to ctl->services, which a configuration
+ * reload may replace; their content starts over. Returns 0 or MRD_ENOMEM
+ * (the old arrays are kept). */
+static int resize(ckpt_state *st)
+{
+    mrd_ctl *ctl = st->ctl;
+    if (st->next_auto_ms && st->sized_for == ctl->services && st->nsized == ctl->nservices)
+        return 0;
+    size_t n = ctl->nservices ? ctl->nservices : 1;
+    uint64_t *next_auto = calloc(n, sizeof(*next_auto));
+    ckpt_gauge *gauges = calloc(n * MRD__CKPT_MAX_REGIONS, sizeof(*gauges));
+    if (next_auto == NULL || gauges == NULL) {
+        free(next_auto);
+        free(gauges);
+        return MRD_ENOMEM;
+    }
+    free(st->next_auto_ms);
+    free(st->gauges);
+    st->next_auto_ms = next_auto;
+    st->gauges = gauges;
+    st->gauges_mono_ms = 0;
+    st->sized_for = ctl->services;
+    st->nsized = ctl->nservices;
+    return 0;
+}
+
 static ckpt_state *state_get(mrd_ctl *ctl)
 {
     if (ctl->ckpt || ctl->stopping)
@@ -609,12 +637,7 @@ static ckpt_state *state_get(mrd_ctl *ctl)
     if (st == NULL)
         return NULL;
     st->ctl = ctl;
-    st->next_auto_ms = calloc(ctl->nservices ? ctl->nservices : 1, sizeof(*st->next_auto_ms));
-    st->gauges =
-        calloc((ctl->nservices ? ctl->nservices : 1) * MRD__CKPT_MAX_REGIONS, sizeof(*st->gauges));
-    if (st->next_auto_ms == NULL || st->gauges == NULL) {
-        free(st->next_auto_ms);
-        free(st->gauges);
+    if (resize(st) != 0) {
         free(st);
         return NULL;
     }
@@ -804,6 +827,8 @@ out:
 static void update_gauges(ckpt_state *st, json_t *doc)
 {
     mrd_ctl *ctl = st->ctl;
+    if (resize(st) != 0)
+        return;
     for (size_t si = 0; si < ctl->nservices; si++) {
         rec_region r[MRD__CKPT_MAX_REGIONS];
         size_t n = recovery_compute(ctl, doc, &ctl->services[si], r);
@@ -1003,7 +1028,7 @@ static void retention(mrd_ctl *ctl, ckpt_state *st, uint64_t now)
 void mrd__checkpoint_cron(mrd_ctl *ctl, uint64_t now)
 {
     ckpt_state *st = state_get(ctl);
-    if (st == NULL || !mrd_pg_connected(ctl->pg) || !ctl->migrated)
+    if (st == NULL || resize(st) != 0 || !mrd_pg_connected(ctl->pg) || !ctl->migrated)
         return;
     int leader = mrd__lease_is_leader(ctl) && ctl->synced_term == ctl->lease.term;
     int flushed = ctl->ingest.rows_written != st->seen_rows;
@@ -1187,8 +1212,9 @@ int mrd__checkpoint_record_barrier(mrd_ctl *ctl, const char *service, uint64_t e
 void mrd__checkpoint_metrics(mrd_ctl *ctl, mrd_metrics_buf *b)
 {
     ckpt_state *st = ctl->ckpt;
-    if (st == NULL || st->gauges_mono_ms == 0)
-        return;
+    if (st == NULL || st->gauges_mono_ms == 0 || st->sized_for != ctl->services ||
+        st->nsized != ctl->nservices)
+        return; /* nothing yet, or a reload since the last refresh */
     uint64_t now = st->gauges_now_ms + (mrd__now_ms() - st->gauges_mono_ms);
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 0)

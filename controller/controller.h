@@ -81,6 +81,7 @@ typedef struct {
     uint32_t registry_attempts, dns_attempts;
     char registry_error[256], dns_error[256];
     uint64_t driver_retry_ms;
+    uint64_t unfence_sent_ms; /* last recovery unfence of a self-fenced primary (store clock) */
 } mrd__service;
 
 /* Heartbeat ingest (controller/ingest.c). */
@@ -143,7 +144,8 @@ typedef struct mrd_ctl {
     struct mrd__ckpt_state *ckpt;
 
     uv_timer_t cron; /* the one periodic timer (serverCron style) */
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    const char *config_path; /* for reloads */
     int stopping;
     int exit_code;
 } mrd_ctl;
@@ -194,6 +196,14 @@ int mrd__region_priority(const mrd_ctl *ctl, const char *region);
 /* Writes regions and services into the store (guarded by the lease). */
 void mrd__services_sync(mrd_ctl *ctl);
 
+/* Copies the run-time state of a service (last decision, cutover progress)
+ * into its counterpart of a reloaded configuration. */
+void mrd__service_carry(mrd__service *to, const mrd__service *from);
+
+/* controller/reload.c: SIGHUP. Returns 0 when the new file was applied, -1
+ * when it was refused (logged; the running configuration stays). */
+int mrd__reload(mrd_ctl *ctl, const char *path);
+
 /* controller/tick.c */
 void mrd__tick_cron(mrd_ctl *ctl, uint64_t now);
 /* Builds the view of one service from the last snapshot. Returns 0, or
@@ -243,6 +253,10 @@ const mrd_http_route *mrd__api_checkpoints_routes(size_t *n);
 /* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);
 const mrd_http_route *mrd__api_ops_routes(size_t *n);
+/* Adds "services" (primary, epoch, members with health and lag, running
+ * operation) to body from the store and answers 200 with it; without a
+ * store, answers body with "services": null. Steals body. */
+void mrd__api_status_services(mrd_ctl *ctl, mrd_http_response *res, json_t *body);
 /* controller/metrics_ctl.c */
 const mrd_http_route *mrd__metrics_routes(size_t *n);
 

@@ -120,11 +120,25 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&ctl->cron, close_cb);
     uv_close((uv_handle_t *)&ctl->sig_term, close_cb);
     uv_close((uv_handle_t *)&ctl->sig_int, close_cb);
+    uv_close((uv_handle_t *)&ctl->sig_hup, close_cb);
     mrd__lease_release(ctl, released, ctl);
+}
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+    mrd_ctl *ctl = s->data;
+    (void)signum;
+    if (!ctl->stopping)
+        mrd__reload(ctl, ctl->config_path);
 }
 
 static int run(mrd_ctl *ctl)
 {
+    char fsm_err[256];
+    if (mrd_opfsm_check(fsm_err, sizeof(fsm_err)) != 0) {
+        mrd_log(MRD_LOG_ERROR, "operation table is not well-formed", MRD_S("error", fsm_err));
+        return 1;
+    }
     mrd_pg_options po;
     memset(&po, 0, sizeof(po));
     po.conninfo = ctl->cfg.store;
@@ -171,6 +185,9 @@ static int run(mrd_ctl *ctl)
     ctl->sig_term.data = ctl->sig_int.data = ctl;
     uv_signal_start(&ctl->sig_term, on_signal, SIGTERM);
     uv_signal_start(&ctl->sig_int, on_signal, SIGINT);
+    uv_signal_init(ctl->loop, &ctl->sig_hup);
+    ctl->sig_hup.data = ctl;
+    uv_signal_start(&ctl->sig_hup, on_hup, SIGHUP);
     uv_run(ctl->loop, UV_RUN_DEFAULT);
     mrd_log(MRD_LOG_INFO, "controller stopped");
     return ctl->exit_code;
@@ -182,6 +199,22 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {
             printf("meridian-controller %s\n", MERIDIAN_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[i], "fsm") == 0) {
+            char err[256];
+            if (mrd_opfsm_check(err, sizeof(err)) != 0) {
+                fprintf(stderr, "meridian-controller: operation table is not well-formed: %s\n",
+                        err);
+                return 1;
+            }
+            size_t need = mrd_opfsm_dot(NULL, 0) + 1;
+            char *dot = malloc(need);
+            if (dot == NULL)
+                return 1;
+            mrd_opfsm_dot(dot, need);
+            fputs(dot, stdout);
+            free(dot);
             return 0;
         }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -224,6 +257,7 @@ int main(int argc, char **argv)
         return rc == 0 ? 0 : 1;
     }
     ctl.loop = uv_default_loop();
+    ctl.config_path = path;
     rc = run(&ctl);
     uv_loop_close(ctl.loop);
     free(ctl.routes);

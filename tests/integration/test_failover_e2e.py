@@ -5,7 +5,8 @@
                   acknowledged write is lost, and at no sample were two
                   members writable
   failover        SIGKILL eu's PostgreSQL and agent: the controller fails
-                  over to a replica by itself and the writer resumes on it
+                  over to a replica by itself and the writer resumes on it;
+                  when eu comes back its agent fences it (superseded)
 """
 
 import time
@@ -101,6 +102,14 @@ def failover_after_kill():
     op = d.latest_operation()
     assert op and op["kind"] == "failover", op
     assert op["actor"] == "meridian", op
+    # The old primary comes back (crash recovery makes it a writable primary
+    # again): its agent learns that the store names another primary in a
+    # newer epoch and fences it at once.
+    d.pg["eu"].start()
+    d.agents["eu"].start()
+    h.wait_until(lambda: "eu" not in d.writable(), 20, what="the returning old primary fenced")
+    assert "superseded" in d.agents["eu"].proc.log_text(), "fenced for another reason"
+    assert d.writable() == ["us"], d.writable()
 
 
 if __name__ == "__main__":
