@@ -77,6 +77,24 @@ def main():
     info("client write gap %.3f s; acknowledged writes lost: %d" % (gap, len(lost)))
     show(d)
 
+    step("3b. every region's recovery point (GET /v1/services/orders/recovery) and a "
+         "checkpoint the client waits on until every region has it")
+    code, rec = d.any_controller().get("/v1/services/orders/recovery")
+    if code == 200:
+        info("%-6s %-8s %-26s %8s %10s" % ("region", "primary", "recovery point", "rpo s",
+                                           "lag bytes"))
+        for r in rec["regions"]:
+            info("%-6s %-8s %-26s %8s %10s" % (r["region"], r["primary"], r["recovery_point"],
+                                               r["rpo_seconds"], r["lag_bytes"]))
+    code, cp = d.leader().post("/v1/services/orders/checkpoints", {})
+    if code in (200, 201, 202):
+        t0 = time.monotonic()
+        code, got = d.any_controller().get("/v1/services/orders/checkpoints/%s?wait_ms=10000"
+                                           % cp["id"], timeout=15)
+        info("checkpoint %s at %s: reached by %s in %.0f ms (complete: %s)"
+             % (cp["id"], got.get("position_text"), ", ".join(sorted(got.get("reached", {}))),
+                (time.monotonic() - t0) * 1000, got.get("complete")))
+
     step("4. unplanned: SIGKILL of us's PostgreSQL and agent (the node dies)")
     time.sleep(1.0)
     t0 = time.monotonic()
