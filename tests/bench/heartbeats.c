@@ -40,6 +40,11 @@
 #define TICK_MS        1
 #define DRAIN_MAX_MS   6000
 #define REQ_TIMEOUT_MS 5000
+/* libcurl 7.88's curl_multi_remove_handle costs O(transfers in the multi):
+ * with thousands queued in one multi handle, the generator, not the
+ * controller, becomes the bottleneck and collapses. So agents are spread
+ * over several clients (multi handles), by default one per this many. */
+#define AGENTS_PER_CLIENT 250
 
 typedef struct {
     const char *url, *token, *store;
@@ -47,6 +52,7 @@ typedef struct {
     double rate;
     double seconds, warmup;
     long connections;
+    long clients;
     long idle_conns;
     long pid;
 } opts;
@@ -78,7 +84,8 @@ typedef struct {
 
 struct bench {
     uv_loop_t *loop;
-    mrd_http_client *client;
+    mrd_http_client **clients; /* agent i uses clients[i % nclients] */
+    long nclients;
     opts o;
     agent *agents;
     const char *headers[3];
@@ -309,7 +316,7 @@ static void send_one(bench *b, agent *a, int measured)
     a->measured = measured;
     if (measured)
         b->started++;
-    if (mrd_http_client_request(b->client, &req, on_answer, a) != 0) {
+    if (mrd_http_client_request(b->clients[a->id % b->nclients], &req, on_answer, a) != 0) {
         if (measured) {
             b->errors++;
             if (b->first_error[0] == '\0')
@@ -347,11 +354,14 @@ static void on_tick(uv_timer_t *t)
         }
         return;
     }
-    if (mrd_http_client_pending(b->client) == 0 ||
-        now - b->drain_start_ns > (uint64_t)DRAIN_MAX_MS * 1000000ull) {
+    size_t pending = 0;
+    for (long i = 0; i < b->nclients; i++)
+        pending += mrd_http_client_pending(b->clients[i]);
+    if (pending == 0 || now - b->drain_start_ns > (uint64_t)DRAIN_MAX_MS * 1000000ull) {
         uv_timer_stop(t);
         uv_close((uv_handle_t *)t, NULL);
-        mrd_http_client_close(b->client);
+        for (long i = 0; i < b->nclients; i++)
+            mrd_http_client_close(b->clients[i]);
         idle_close_all(b);
     }
 }
@@ -438,7 +448,9 @@ static void usage(void)
                     "  --agents        simulated agents (default 1000)\n"
                     "  --rate          heartbeats per second per agent (default 1)\n"
                     "  --seconds       measured seconds (default 20), after --warmup (default 3)\n"
-                    "  --connections   cap on the client's connections (default 0: libcurl's)\n"
+                    "  --clients       http clients (libcurl multi handles) the agents are spread\n"
+                    "                  over (default: one per 250 agents)\n"
+                    "  --connections   cap on each client's connections (default 0: libcurl's)\n"
                     "  --idle-conns    extra idle TCP connections held open to the controller,\n"
                     "                  like a fleet's keep-alive sockets (default 0)\n"
                     "  --store         libpq conninfo of the store: rows written, freshness\n"
@@ -458,6 +470,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         {"idle-conns", required_argument, NULL, 'i'},
         {"store", required_argument, NULL, 'd'},
         {"controller-pid", required_argument, NULL, 'p'},
+        {"clients", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -499,6 +512,9 @@ static int parse_opts(int argc, char **argv, opts *o)
         case 'p':
             o->pid = atol(optarg);
             break;
+        case 'k':
+            o->clients = atol(optarg);
+            break;
         default:
             return -1;
         }
@@ -506,7 +522,7 @@ static int parse_opts(int argc, char **argv, opts *o)
     if (optind != argc || !o->url || !o->token || o->agents < 1 || o->agents > 1000000 ||
         !(o->rate > 0 && o->rate <= 1000) || !(o->seconds >= 1 && o->seconds <= 86400) ||
         !(o->warmup >= 0 && o->warmup <= 600) || o->connections < 0 || o->idle_conns < 0 ||
-        o->idle_conns > 100000)
+        o->clients < 0 || o->clients > 10000 || o->idle_conns > 100000)
         return -1;
     return 0;
 }
@@ -562,16 +578,18 @@ int main(int argc, char **argv)
     }
 
     b->loop = uv_default_loop();
-    if (mrd_http_client_init(&b->client, b->loop) != 0) {
-        fprintf(stderr, "bench_heartbeats: http client init failed\n");
-        free(b->agents);
-        free(b);
-        return 1;
+    b->nclients = o->clients ? o->clients : (o->agents + AGENTS_PER_CLIENT - 1) / AGENTS_PER_CLIENT;
+    b->clients = calloc((size_t)b->nclients, sizeof(*b->clients));
+    for (long i = 0; b->clients && i < b->nclients; i++) {
+        if (mrd_http_client_init(&b->clients[i], b->loop) != 0 ||
+            (o->connections > 0 &&
+             mrd_http_client_set_max_connections(b->clients[i], o->connections) != 0)) {
+            fprintf(stderr, "bench_heartbeats: http client init failed\n");
+            return 1;
+        }
     }
-    if (o->connections > 0 && mrd_http_client_set_max_connections(b->client, o->connections)) {
-        fprintf(stderr, "bench_heartbeats: cannot set --connections\n");
+    if (b->clients == NULL)
         return 1;
-    }
     if (o->idle_conns > 0)
         idle_open(b);
 
@@ -603,10 +621,10 @@ int main(int argc, char **argv)
                       (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
     double p50 = pct(b->lat, b->nlat, 0.50), p99 = pct(b->lat, b->nlat, 0.99),
            mx = b->nlat ? b->lat[b->nlat - 1] : 0;
-    printf("agents %ld at %.2f Hz for %.0f s (+%.0f s warm-up), connections %s%ld, idle "
-           "connections %ld/%ld\n",
-           o->agents, o->rate, o->seconds, o->warmup, o->connections ? "" : "unlimited ",
-           o->connections, b->idle_connected, o->idle_conns);
+    printf("agents %ld at %.2f Hz for %.0f s (+%.0f s warm-up), %ld clients, connections per "
+           "client %s%ld, idle connections %ld/%ld\n",
+           o->agents, o->rate, o->seconds, o->warmup, b->nclients,
+           o->connections ? "" : "unlimited ", o->connections, b->idle_connected, o->idle_conns);
     printf("heartbeats: %.0f/s answered (target %.0f/s), ok %" PRIu64 ", errors %" PRIu64
            ", overruns %" PRIu64 ", recorded:true %" PRIu64 "\n",
            achieved, (double)o->agents * o->rate, b->ok, b->errors, b->overruns, b->recorded_true);
@@ -645,6 +663,7 @@ int main(int argc, char **argv)
     free(b->lat);
     free(b->idle);
     free(b->idle_req);
+    free(b->clients);
     free(b->agents);
     free(b);
     return 0;
