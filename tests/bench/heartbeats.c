@@ -613,7 +613,8 @@ int main(int argc, char **argv)
     if (have_thread)
         pthread_join(th, NULL);
 
-    qsort(b->lat, b->nlat, sizeof(double), cmp_double);
+    if (b->nlat > 0)
+        qsort(b->lat, b->nlat, sizeof(double), cmp_double);
     double achieved = (double)b->ok / o->seconds;
     double self_cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
                       (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +

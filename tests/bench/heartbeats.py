@@ -20,8 +20,8 @@ Prints a table. Targets (the issue's): 10,000 agents at 1 Hz with p99 under
 store and the load generator. Figures, not assertions.
 
   /usr/bin/python3 tests/bench/heartbeats.py [--seconds S] [--ramp-seconds S]
-      [--ramp 20000,30000,...] [--no-ramp] [--connections C] [--build DIR]
-      [--no-build] [--perf SECONDS]
+      [--sizes 1000,10000] [--ramp 2000,3000,...] [--no-ramp] [--no-idle]
+      [--connections C] [--build DIR] [--no-build] [--perf SECONDS]
 
 --perf S records `perf record -g` of the controller for S seconds during the
 10,000-agent run and prints the top of `perf report` (needs perf).
@@ -151,7 +151,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--ramp-seconds", type=int, default=10)
-    ap.add_argument("--ramp", default="15000,20000,30000,40000,50000,60000,80000,100000")
+    ap.add_argument("--ramp", default="2000,3000,4000,5000,6000,7000,8000,9000,10000,12000,"
+                    "15000,20000,30000,40000,60000,80000,100000")
+    ap.add_argument("--no-idle", action="store_true", help="skip the run with idle connections")
     ap.add_argument("--no-ramp", action="store_true")
     ap.add_argument("--connections", type=int, default=0)
     ap.add_argument("--sizes", default="1000,10000")
@@ -171,11 +173,12 @@ def main():
         print("== %d agents at 1 Hz, %d s" % (n, args.seconds), flush=True)
         rows.append(run_one(args, conninfo, sql, n, args.seconds,
                             perf_s=args.perf if n == max(sizes) else 0))
-    n = max(sizes)
-    print("== %d agents at 1 Hz + %d idle keep-alive connections, %d s" % (n, n, args.seconds),
-          flush=True)
-    rows.append(run_one(args, conninfo, sql, n, args.seconds, idle=n,
-                        label="%d + %d idle conns" % (n, n)))
+    if sizes and not args.no_idle:
+        n = max(sizes)
+        print("== %d agents at 1 Hz + %d idle keep-alive connections, %d s"
+              % (n, n, args.seconds), flush=True)
+        rows.append(run_one(args, conninfo, sql, n, args.seconds, idle=n,
+                            label="%d + %d idle conns" % (n, n)))
     best = None
     if not args.no_ramp:
         for n in [int(x) for x in args.ramp.split(",") if x]:
