@@ -40,6 +40,16 @@ def status_kb(pid, key):
     return None
 
 
+def pss_kb(pid):
+    """Proportional set size: shared pages divided among the processes
+    that map them (/proc/PID/smaps_rollup)."""
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_s(pid):
     with open("/proc/%d/stat" % pid) as f:
         rest = f.read().rsplit(")", 1)[1].split()
@@ -103,6 +113,7 @@ def main():
     c1, t1 = cpu_s(pid), time.monotonic()
     hwm = status_kb(pid, "VmHWM")
     anon, files = status_kb(pid, "RssAnon"), status_kb(pid, "RssFile")
+    pss = pss_kb(pid)
     seq1 = seen()
     role = pg.sql_value("SELECT role FROM meridian.members WHERE name = 'orders-a'",
                         dbname="meridian_bench_agent")
@@ -114,14 +125,14 @@ def main():
     print("RSS: avg %.1f MB, max %.1f MB (VmRSS each second); peak VmHWM %.1f MB"
           % (sum(rss) / len(rss) / 1024.0, max(rss) / 1024.0, hwm / 1024.0))
     print("     at the end: RssAnon %.1f MB (heap, stacks), RssFile %.1f MB (mapped program and "
-          "shared libraries: libcurl, OpenSSL, libpq, libuv, jansson)"
-          % (anon / 1024.0, files / 1024.0))
+          "shared libraries: libcurl, OpenSSL, libpq, libuv, jansson); PSS %.1f MB"
+          % (anon / 1024.0, files / 1024.0, pss / 1024.0))
     print("CPU: %.2f s in %.0f s = %.3f %% of one core = %.1f s per hour (clock tick %d Hz, "
           "so +-%.2f s per reading)" % (cpu, wall, 100.0 * cpu / wall, cpu / wall * 3600,
                                        os.sysconf("SC_CLK_TCK"), 1.0 / os.sysconf("SC_CLK_TCK")))
-    print("RESULT rss_avg_kb=%d rss_max_kb=%d hwm_kb=%d anon_kb=%d file_kb=%d cpu_pct=%.4f "
-          "cpu_s_per_hour=%.1f" % (sum(rss) // len(rss), max(rss), hwm, anon, files,
-                                   100.0 * cpu / wall, cpu / wall * 3600))
+    print("RESULT rss_avg_kb=%d rss_max_kb=%d hwm_kb=%d anon_kb=%d file_kb=%d pss_kb=%d "
+          "cpu_pct=%.4f cpu_s_per_hour=%.1f" % (sum(rss) // len(rss), max(rss), hwm, anon, files,
+                                                pss, 100.0 * cpu / wall, cpu / wall * 3600))
     sys.stdout.flush()
     h.cleanup_all()
 
