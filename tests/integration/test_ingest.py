@@ -15,6 +15,9 @@ no other test).
                      is answered 200 ("recorded": false while the store is
                      down) and, once it is back, every node's and member's
                      row holds the LATEST report sent
+  failed flush       the flush holding the latest reports fails (the store
+                     stops while it waits for a table lock): they are
+                     written once the store is back
 
 Timing is never asserted: waits are bounded with room for a loaded machine.
 """
@@ -345,6 +348,51 @@ def store_restart_under_load_loses_no_latest_status():
     time.sleep(0.5)
     assert not store_matches(db, load), store_matches(db, load)[:5]
     assert store_counts(db) == (200, 200), store_counts(db)
+
+
+
+@test
+def failed_flush_is_written_again():
+    """The latest reports of 50 nodes are all in ONE flush, which fails (the
+    store stops while the flush waits for a table lock): once the store is
+    back, they are written, although no node sends anything newer."""
+    ctl, db = fresh_controller("refill")
+    names = ["f%02d" % k for k in range(50)]
+
+    def send_all(seq):
+        for n in names:
+            code, ans = http_json("POST", ctl.url + "/v1/agent/heartbeat", heartbeat(n, seq),
+                                  AGENT_TOKEN)
+            assert code == 200 and ans["recorded"] is False, (n, seq, code, ans)
+
+    def seqs():
+        return dict(store().sql("SELECT name, seq FROM meridian.nodes", dbname=db))
+
+    send_all(1)
+    wait_until(lambda: seqs() == {n: 1 for n in names}, SLACK, what="seq 1 of every node")
+    locker = store().connect(db)
+    try:
+        locker.autocommit = False
+        with locker.cursor() as cur:
+            # EXCLUSIVE: blocks writes, not the reads of the leader tick
+            cur.execute("LOCK TABLE meridian.nodes IN EXCLUSIVE MODE")
+        send_all(2)
+        # Every seq 2 is in the flush that now waits for the lock.
+        wait_until(lambda: store().sql_value(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = "
+            "'Lock' AND query LIKE 'WITH b AS%%'", (db,)) == 1, SLACK,
+            what="the flush to wait for the lock")
+        log("flush blocked; stopping the store")
+        store().stop("fast")
+    finally:
+        try:
+            locker.close()
+        except Exception:
+            pass
+    store().start()
+    wait_until(lambda: ctl.ready_code() == 200, SLACK, what="controller ready again")
+    wait_until(lambda: seqs() == {n: 2 for n in names}, SLACK,
+               what="seq 2 of every node written after the failed flush")
 
 
 if __name__ == "__main__":
