@@ -418,6 +418,16 @@ int mrd_http_client_request(mrd_http_client *c, const mrd_http_client_req *req,
     return 0;
 }
 
+int mrd_http_client_set_max_connections(mrd_http_client *c, long n)
+{
+    if (c == NULL || c->closing || n < 0)
+        return MRD_EINVAL;
+    if (curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, n) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, n) != CURLM_OK)
+        return MRD_EINVAL;
+    return 0;
+}
+
 size_t mrd_http_client_pending(const mrd_http_client *c)
 {
     return c ? c->pending : 0;

@@ -44,6 +44,12 @@ void mrd_http_client_close(mrd_http_client *c);
  * will not run). */
 int mrd_http_client_request(mrd_http_client *c, const mrd_http_client_req *req,
                             mrd_http_client_cb cb, void *data);
+/* Caps the connections the client opens (CURLMOPT_MAX_TOTAL_CONNECTIONS;
+ * further requests queue until one is free) and keeps up to that many idle
+ * for reuse (CURLMOPT_MAXCONNECTS). n = 0 restores libcurl's defaults (no cap;
+ * cache of 4 per request in flight). Returns 0, or MRD_EINVAL (n < 0, or
+ * libcurl refused; the limits are then unchanged). */
+int mrd_http_client_set_max_connections(mrd_http_client *c, long n);
 /* Number of requests in flight. */
 size_t mrd_http_client_pending(const mrd_http_client *c);
 

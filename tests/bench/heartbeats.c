@@ -1,0 +1,671 @@
+/*
+ * Benchmark (not a test: prints figures, asserts nothing about speed) of the
+ * controller's heartbeat ingest: N simulated agents in one process, each
+ * sending one heartbeat per 1/RATE s to one controller URL, the sends spread
+ * evenly over the interval (send k goes out at k / (N * RATE) s, to agent
+ * k mod N). The body is what a replica's agent sends: node, region, seq, one
+ * PostgreSQL member with positions, three checks. An agent whose previous
+ * heartbeat is still unanswered skips its turn ("overruns"), as a real agent
+ * does. Requests go through the http_client (libcurl multi on libuv,
+ * keep-alive); --connections caps its connections.
+ *
+ * Prints achieved heartbeats/s, p50/p99/max answer latency, errors; with
+ * --store, what the store holds (nodes and members seen in the last second,
+ * rows inserted or updated per second from pg_stat_user_tables); with
+ * --controller-pid, the controller's RSS (peak VmHWM) and CPU. The last line
+ * ("RESULT k=v ...") is for scripts (tests/bench/heartbeats.py).
+ *
+ * The store and the controller are sampled from a second thread with a
+ * blocking libpq connection, so the event loop that sends never waits for
+ * them. Exit status: 0 when the run finished (whatever the figures), 2 on a
+ * usage error, 1 when the client could not start.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "meridian/error.h"
+#include "meridian/http_client.h"
+#include "meridian/protocol.h"
+
+#define BODY_MAX       2048
+#define TICK_MS        1
+#define DRAIN_MAX_MS   6000
+#define REQ_TIMEOUT_MS 5000
+/* libcurl 7.88's curl_multi_remove_handle costs O(transfers in the multi):
+ * with thousands queued in one multi handle, the generator, not the
+ * controller, becomes the bottleneck and collapses. So agents are spread
+ * over several clients (multi handles), by default one per this many. */
+#define AGENTS_PER_CLIENT 250
+
+typedef struct {
+    const char *url, *token, *store;
+    long agents;
+    double rate;
+    double seconds, warmup;
+    long connections;
+    long clients;
+    long idle_conns;
+    long pid;
+} opts;
+
+typedef struct bench bench;
+
+typedef struct {
+    bench *b;
+    long id;
+    int64_t seq;
+    int in_flight;
+    int measured; /* the request in flight was sent inside the window */
+    uint64_t sent_ns;
+} agent;
+
+/* What the sampler thread measures (written by it, read after join). */
+typedef struct {
+    const opts *o;
+    uint64_t start_ns; /* window start (monotonic, same clock as uv_hrtime) */
+    uint64_t end_ns;
+    long samples;
+    long nodes_fresh_min, nodes_fresh_sum, members_fresh_min, members_fresh_sum;
+    long long tup_start, tup_end;
+    int store_ok;
+    char store_err[256];
+    long rss_max_kb, hwm_kb;
+    double ctl_cpu_s; /* controller utime+stime over the window */
+} sampler;
+
+struct bench {
+    uv_loop_t *loop;
+    mrd_http_client **clients; /* agent i uses clients[i % nclients] */
+    long nclients;
+    opts o;
+    agent *agents;
+    const char *headers[3];
+    char auth[600];
+    char url[1024]; /* the heartbeat endpoint */
+    uv_timer_t tick;
+    uint64_t start_ns;
+    uint64_t total; /* sends scheduled over the whole run */
+    uint64_t next;  /* next send index */
+    int sending_done;
+    uint64_t drain_start_ns;
+    /* window figures */
+    double *lat;
+    size_t nlat, caplat;
+    uint64_t ok, errors, overruns, recorded_true, started;
+    char first_error[200];
+    /* idle connections (a fleet's keep-alive sockets) */
+    uv_tcp_t *idle;
+    uv_connect_t *idle_req;
+    long idle_connected, idle_failed;
+};
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_until_ns(uint64_t t)
+{
+    for (int i = 0; i < 100000; i++) {
+        uint64_t now = mono_ns();
+        if (now >= t)
+            return;
+        uint64_t d = t - now;
+        struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ---- sampling thread: store and controller process ---- */
+
+static int read_status_kb(long pid, const char *key, long *out)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    int found = -1;
+    size_t klen = strlen(key);
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            *out = strtol(line + klen + 1, NULL, 10);
+            found = 0;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* utime + stime of a process in seconds, or -1. */
+static double proc_cpu_s(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command may contain spaces */
+    if (p == NULL)
+        return -1;
+    unsigned long long ut = 0, st = 0;
+    /* after ")": state(3) ... utime is field 14, stime 15 */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static const char *sample_sql =
+    "SELECT (SELECT count(*) FROM meridian.nodes WHERE last_seen > now() - interval '1 second'),"
+    " (SELECT count(*) FROM meridian.members WHERE last_seen > now() - interval '1 second'),"
+    " (SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0) FROM pg_stat_user_tables"
+    "  WHERE schemaname = 'meridian' AND relname IN ('nodes', 'members'))";
+
+static int sample_store(PGconn *pg, long *nodes, long *members, long long *tup)
+{
+    PGresult *r = PQexec(pg, sample_sql);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (ok) {
+        *nodes = atol(PQgetvalue(r, 0, 0));
+        *members = atol(PQgetvalue(r, 0, 1));
+        *tup = atoll(PQgetvalue(r, 0, 2));
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+static void *sampler_main(void *arg)
+{
+    sampler *s = arg;
+    const opts *o = s->o;
+    PGconn *pg = NULL;
+    if (o->store) {
+        pg = PQconnectdb(o->store);
+        if (PQstatus(pg) != CONNECTION_OK) {
+            snprintf(s->store_err, sizeof(s->store_err), "%s", PQerrorMessage(pg));
+            PQfinish(pg);
+            pg = NULL;
+        }
+    }
+    sleep_until_ns(s->start_ns);
+    double cpu0 = o->pid > 0 ? proc_cpu_s(o->pid) : -1;
+    long n, m;
+    long long tup;
+    if (pg && sample_store(pg, &n, &m, &tup) == 0) {
+        s->tup_start = tup;
+        s->store_ok = 1;
+    }
+    s->nodes_fresh_min = s->members_fresh_min = -1;
+    long nsamples = (long)((s->end_ns - s->start_ns) / 1000000000ull);
+    for (long i = 1; i <= nsamples && i < 100000; i++) {
+        sleep_until_ns(s->start_ns + (uint64_t)i * 1000000000ull);
+        long rss;
+        if (o->pid > 0 && read_status_kb(o->pid, "VmRSS", &rss) == 0 && rss > s->rss_max_kb)
+            s->rss_max_kb = rss;
+        if (pg && s->store_ok && sample_store(pg, &n, &m, &tup) == 0) {
+            s->samples++;
+            s->nodes_fresh_sum += n;
+            s->members_fresh_sum += m;
+            if (s->nodes_fresh_min < 0 || n < s->nodes_fresh_min)
+                s->nodes_fresh_min = n;
+            if (s->members_fresh_min < 0 || m < s->members_fresh_min)
+                s->members_fresh_min = m;
+        }
+    }
+    sleep_until_ns(s->end_ns);
+    if (o->pid > 0) {
+        double cpu1 = proc_cpu_s(o->pid);
+        s->ctl_cpu_s = cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1;
+        read_status_kb(o->pid, "VmHWM", &s->hwm_kb);
+    }
+    if (pg) {
+        /* Backends report table statistics at most once a second. */
+        sleep_until_ns(mono_ns() + 1500000000ull);
+        if (s->store_ok && sample_store(pg, &n, &m, &tup) == 0)
+            s->tup_end = tup;
+        PQfinish(pg);
+    }
+    return NULL;
+}
+
+/* ---- the load ---- */
+
+static int make_body(const bench *b, const agent *a, char *buf, size_t len)
+{
+    int64_t pos = 16777216 + a->seq * 8192;
+    long long now_ms = (long long)time(NULL) * 1000;
+    int n = snprintf(
+        buf, len,
+        "{\"node\":\"bench-%05ld\",\"region\":\"r%ld\",\"seq\":%" PRId64 ","
+        "\"epochs\":{\"svc-%ld\":3},"
+        "\"checks\":[{\"name\":\"pg\",\"status\":\"passing\",\"output\":\"\",\"duration_ms\":2},"
+        "{\"name\":\"disk\",\"status\":\"passing\",\"output\":\"used 41%%\",\"duration_ms\":0},"
+        "{\"name\":\"http\",\"status\":\"passing\",\"output\":\"200\",\"duration_ms\":1}],"
+        "\"members\":[{\"service\":\"svc-%ld\",\"name\":\"svc-%ld-bench-%05ld\","
+        "\"kind\":\"postgresql\",\"role\":\"replica\",\"fenced\":false,\"timeline\":1,"
+        "\"position\":0,\"receive_position\":%" PRId64 ",\"replay_position\":%" PRId64 ","
+        "\"replay_timestamp_ms\":%lld,\"lag_bytes\":8192,\"lag_ms\":12,\"healthy\":true}],"
+        "\"probes\":[],\"results\":[],\"api_url\":\"http://127.0.0.1:7002\"}",
+        a->id, a->id % 3, a->seq, a->id / 3, a->id / 3, a->id / 3, a->id, pos, pos - 8192, now_ms);
+    (void)b;
+    return n > 0 && (size_t)n < len ? n : -1;
+}
+
+static void on_answer(const mrd_http_client_result *res, void *data)
+{
+    agent *a = data;
+    bench *b = a->b;
+    a->in_flight = 0;
+    if (!a->measured)
+        return;
+    double ms = (double)(uv_hrtime() - a->sent_ns) / 1e6;
+    int good = res->error == NULL && res->status == 200 && strstr(res->body, "\"recorded\"");
+    if (!good) {
+        b->errors++;
+        if (b->first_error[0] == '\0')
+            snprintf(b->first_error, sizeof(b->first_error), "status %d %s %.120s", res->status,
+                     res->error ? res->error : "", res->body);
+        return;
+    }
+    b->ok++;
+    if (strstr(res->body, "\"recorded\":true") || strstr(res->body, "\"recorded\": true"))
+        b->recorded_true++;
+    if (b->nlat == b->caplat) {
+        size_t cap = b->caplat ? b->caplat * 2 : 65536;
+        double *p = realloc(b->lat, cap * sizeof(*p));
+        if (p == NULL)
+            return;
+        b->lat = p;
+        b->caplat = cap;
+    }
+    b->lat[b->nlat++] = ms;
+}
+
+static void send_one(bench *b, agent *a, int measured)
+{
+    char body[BODY_MAX];
+    a->seq++;
+    int n = make_body(b, a, body, sizeof(body));
+    if (n < 0) {
+        b->errors += measured;
+        return;
+    }
+    mrd_http_client_req req = {0};
+    req.method = "POST";
+    req.url = b->url;
+    req.body = body;
+    req.body_len = (size_t)n;
+    req.headers = b->headers;
+    req.timeout_ms = REQ_TIMEOUT_MS;
+    a->sent_ns = uv_hrtime();
+    a->measured = measured;
+    if (measured)
+        b->started++;
+    if (mrd_http_client_request(b->clients[a->id % b->nclients], &req, on_answer, a) != 0) {
+        if (measured) {
+            b->errors++;
+            if (b->first_error[0] == '\0')
+                snprintf(b->first_error, sizeof(b->first_error), "request not started");
+        }
+        return;
+    }
+    a->in_flight = 1;
+}
+
+static void idle_close_all(bench *b);
+
+static void on_tick(uv_timer_t *t)
+{
+    bench *b = t->data;
+    uint64_t now = uv_hrtime();
+    if (!b->sending_done) {
+        double el = (double)(now - b->start_ns) / 1e9;
+        uint64_t due = (uint64_t)(el * (double)b->o.agents * b->o.rate);
+        if (due > b->total)
+            due = b->total;
+        double per_s = (double)b->o.agents * b->o.rate;
+        for (; b->next < due; b->next++) {
+            agent *a = &b->agents[b->next % (uint64_t)b->o.agents];
+            int measured = (double)b->next / per_s >= b->o.warmup;
+            if (a->in_flight) {
+                b->overruns += measured;
+                continue;
+            }
+            send_one(b, a, measured);
+        }
+        if (b->next >= b->total) {
+            b->sending_done = 1;
+            b->drain_start_ns = now;
+        }
+        return;
+    }
+    size_t pending = 0;
+    for (long i = 0; i < b->nclients; i++)
+        pending += mrd_http_client_pending(b->clients[i]);
+    if (pending == 0 || now - b->drain_start_ns > (uint64_t)DRAIN_MAX_MS * 1000000ull) {
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *)t, NULL);
+        for (long i = 0; i < b->nclients; i++)
+            mrd_http_client_close(b->clients[i]);
+        idle_close_all(b);
+    }
+}
+
+/* ---- idle keep-alive connections ---- */
+
+static void on_idle_connect(uv_connect_t *req, int status)
+{
+    bench *b = req->data;
+    if (status == 0) {
+        b->idle_connected++;
+    } else {
+        b->idle_failed++;
+        uv_close((uv_handle_t *)req->handle, NULL);
+    }
+}
+
+static void idle_open(bench *b)
+{
+    const char *hp = strstr(b->o.url, "://");
+    char host[64] = "127.0.0.1";
+    int port = 80;
+    if (hp) {
+        hp += 3;
+        size_t hl = strcspn(hp, ":/");
+        if (hl > 0 && hl < sizeof(host)) {
+            memcpy(host, hp, hl);
+            host[hl] = '\0';
+        }
+        if (hp[hl] == ':')
+            port = atoi(hp + hl + 1);
+    }
+    struct sockaddr_in addr;
+    if (uv_ip4_addr(host, port, &addr) != 0) {
+        fprintf(stderr, "bench_heartbeats: --idle-conns needs a numeric IPv4 URL\n");
+        b->idle_failed = b->o.idle_conns;
+        return;
+    }
+    b->idle = calloc((size_t)b->o.idle_conns, sizeof(*b->idle));
+    b->idle_req = calloc((size_t)b->o.idle_conns, sizeof(*b->idle_req));
+    if (b->idle == NULL || b->idle_req == NULL) {
+        b->idle_failed = b->o.idle_conns;
+        return;
+    }
+    for (long i = 0; i < b->o.idle_conns; i++) {
+        uv_tcp_init(b->loop, &b->idle[i]);
+        b->idle_req[i].data = b;
+        if (uv_tcp_connect(&b->idle_req[i], &b->idle[i], (const struct sockaddr *)&addr,
+                           on_idle_connect) != 0) {
+            b->idle_failed++;
+            uv_close((uv_handle_t *)&b->idle[i], NULL);
+        }
+    }
+}
+
+static void idle_close_all(bench *b)
+{
+    for (long i = 0; b->idle && i < b->o.idle_conns; i++)
+        if (!uv_is_closing((uv_handle_t *)&b->idle[i]))
+            uv_close((uv_handle_t *)&b->idle[i], NULL);
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, c = *(const double *)y;
+    return a < c ? -1 : a > c;
+}
+
+static double pct(const double *v, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: bench_heartbeats --url URL --token TOKEN [--agents N] [--rate HZ]\n"
+                    "       [--seconds S] [--warmup S] [--connections C] [--idle-conns K]\n"
+                    "       [--store CONNINFO] [--controller-pid PID]\n"
+                    "  --url           controller base URL (http://127.0.0.1:PORT); the path\n"
+                    "                  /v1/agent/heartbeat is added when it has no /v1/\n"
+                    "  --agents        simulated agents (default 1000)\n"
+                    "  --rate          heartbeats per second per agent (default 1)\n"
+                    "  --seconds       measured seconds (default 20), after --warmup (default 3)\n"
+                    "  --clients       http clients (libcurl multi handles) the agents are spread\n"
+                    "                  over (default: one per 250 agents)\n"
+                    "  --connections   cap on each client's connections (default 0: libcurl's)\n"
+                    "  --idle-conns    extra idle TCP connections held open to the controller,\n"
+                    "                  like a fleet's keep-alive sockets (default 0)\n"
+                    "  --store         libpq conninfo of the store: rows written, freshness\n"
+                    "  --controller-pid  sample the controller's RSS and CPU\n");
+}
+
+static int parse_opts(int argc, char **argv, opts *o)
+{
+    static const struct option lo[] = {
+        {"url", required_argument, NULL, 'u'},
+        {"token", required_argument, NULL, 't'},
+        {"agents", required_argument, NULL, 'n'},
+        {"rate", required_argument, NULL, 'r'},
+        {"seconds", required_argument, NULL, 's'},
+        {"warmup", required_argument, NULL, 'w'},
+        {"connections", required_argument, NULL, 'c'},
+        {"idle-conns", required_argument, NULL, 'i'},
+        {"store", required_argument, NULL, 'd'},
+        {"controller-pid", required_argument, NULL, 'p'},
+        {"clients", required_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof(*o));
+    o->agents = 1000;
+    o->rate = 1;
+    o->seconds = 20;
+    o->warmup = 3;
+    int c;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'u':
+            o->url = optarg;
+            break;
+        case 't':
+            o->token = optarg;
+            break;
+        case 'n':
+            o->agents = atol(optarg);
+            break;
+        case 'r':
+            o->rate = atof(optarg);
+            break;
+        case 's':
+            o->seconds = atof(optarg);
+            break;
+        case 'w':
+            o->warmup = atof(optarg);
+            break;
+        case 'c':
+            o->connections = atol(optarg);
+            break;
+        case 'i':
+            o->idle_conns = atol(optarg);
+            break;
+        case 'd':
+            o->store = optarg;
+            break;
+        case 'p':
+            o->pid = atol(optarg);
+            break;
+        case 'k':
+            o->clients = atol(optarg);
+            break;
+        default:
+            return -1;
+        }
+    }
+    if (optind != argc || !o->url || !o->token || o->agents < 1 || o->agents > 1000000 ||
+        !(o->rate > 0 && o->rate <= 1000) || !(o->seconds >= 1 && o->seconds <= 86400) ||
+        !(o->warmup >= 0 && o->warmup <= 600) || o->connections < 0 || o->idle_conns < 0 ||
+        o->clients < 0 || o->clients > 10000 || o->idle_conns > 100000)
+        return -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    bench *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return 1;
+    if (parse_opts(argc, argv, &b->o) != 0) {
+        usage();
+        free(b);
+        return 2;
+    }
+    const opts *o = &b->o;
+    b->agents = calloc((size_t)o->agents, sizeof(*b->agents));
+    if (b->agents == NULL) {
+        free(b);
+        return 1;
+    }
+    for (long i = 0; i < o->agents; i++) {
+        b->agents[i].b = b;
+        b->agents[i].id = i;
+    }
+    /* The body must be a valid heartbeat: decode one with the protocol. */
+    {
+        char body[BODY_MAX], err[256];
+        agent probe = {.id = 0, .seq = 1};
+        int n = make_body(b, &probe, body, sizeof(body));
+        mrd_hb_request hb;
+        if (n < 0 || mrd_hb_request_parse(body, (size_t)n, &hb, err, sizeof(err)) != 0) {
+            fprintf(stderr, "bench_heartbeats: the body is not a valid heartbeat: %s\n", err);
+            free(b->agents);
+            free(b);
+            return 1;
+        }
+        printf("body %d bytes: %s\n", n, body);
+        mrd_hb_request_free(&hb);
+    }
+    snprintf(b->auth, sizeof(b->auth), "Authorization: Bearer %s", o->token);
+    /* A base URL gets the heartbeat path. */
+    size_t ul = strlen(o->url);
+    snprintf(b->url, sizeof(b->url), "%.*s%s", (int)(ul && o->url[ul - 1] == '/' ? ul - 1 : ul),
+             o->url, strstr(o->url, "/v1/") ? "" : "/v1/agent/heartbeat");
+    b->headers[0] = b->auth;
+    b->headers[1] = "Content-Type: application/json";
+    b->headers[2] = NULL;
+
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    b->loop = uv_default_loop();
+    b->nclients = o->clients ? o->clients : (o->agents + AGENTS_PER_CLIENT - 1) / AGENTS_PER_CLIENT;
+    b->clients = calloc((size_t)b->nclients, sizeof(*b->clients));
+    for (long i = 0; b->clients && i < b->nclients; i++) {
+        if (mrd_http_client_init(&b->clients[i], b->loop) != 0 ||
+            (o->connections > 0 &&
+             mrd_http_client_set_max_connections(b->clients[i], o->connections) != 0)) {
+            fprintf(stderr, "bench_heartbeats: http client init failed\n");
+            return 1;
+        }
+    }
+    if (b->clients == NULL)
+        return 1;
+    if (o->idle_conns > 0)
+        idle_open(b);
+
+    double total = (o->warmup + o->seconds) * (double)o->agents * o->rate;
+    b->total = (uint64_t)total;
+    b->start_ns = uv_hrtime();
+    sampler s = {0};
+    s.o = o;
+    s.start_ns = b->start_ns + (uint64_t)(o->warmup * 1e9);
+    s.end_ns = s.start_ns + (uint64_t)(o->seconds * 1e9);
+    pthread_t th;
+    int have_thread = pthread_create(&th, NULL, sampler_main, &s) == 0;
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
+
+    uv_timer_init(b->loop, &b->tick);
+    b->tick.data = b;
+    uv_timer_start(&b->tick, on_tick, 0, TICK_MS);
+    uv_run(b->loop, UV_RUN_DEFAULT);
+    getrusage(RUSAGE_SELF, &ru1);
+    if (have_thread)
+        pthread_join(th, NULL);
+
+    if (b->nlat > 0)
+        qsort(b->lat, b->nlat, sizeof(double), cmp_double);
+    double achieved = (double)b->ok / o->seconds;
+    double self_cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+                      (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+                      (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
+                      (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+    double p50 = pct(b->lat, b->nlat, 0.50), p99 = pct(b->lat, b->nlat, 0.99),
+           mx = b->nlat ? b->lat[b->nlat - 1] : 0;
+    printf("agents %ld at %.2f Hz for %.0f s (+%.0f s warm-up), %ld clients, connections per "
+           "client %s%ld, idle connections %ld/%ld\n",
+           o->agents, o->rate, o->seconds, o->warmup, b->nclients,
+           o->connections ? "" : "unlimited ", o->connections, b->idle_connected, o->idle_conns);
+    printf("heartbeats: %.0f/s answered (target %.0f/s), ok %" PRIu64 ", errors %" PRIu64
+           ", overruns %" PRIu64 ", recorded:true %" PRIu64 "\n",
+           achieved, (double)o->agents * o->rate, b->ok, b->errors, b->overruns, b->recorded_true);
+    if (b->first_error[0])
+        printf("first error: %s\n", b->first_error);
+    printf("latency ms: p50 %.2f  p99 %.2f  max %.2f\n", p50, p99, mx);
+    double rows_s = -1, nodes_avg = -1, members_avg = -1;
+    if (o->store) {
+        if (!s.store_ok) {
+            printf("store: not sampled (%s)\n", s.store_err[0] ? s.store_err : "query failed");
+        } else {
+            rows_s =
+                (double)(s.tup_end - s.tup_start) / o->seconds; /* the load ends with the window */
+            nodes_avg = s.samples ? (double)s.nodes_fresh_sum / (double)s.samples : 0;
+            members_avg = s.samples ? (double)s.members_fresh_sum / (double)s.samples : 0;
+            printf("store: nodes seen in the last second avg %.0f min %ld, members avg %.0f min "
+                   "%ld; rows written %.0f/s (pg_stat_user_tables, nodes + members)\n",
+                   nodes_avg, s.nodes_fresh_min, members_avg, s.members_fresh_min, rows_s);
+        }
+    }
+    double ctl_cpu = s.ctl_cpu_s >= 0 ? 100.0 * s.ctl_cpu_s / o->seconds : -1;
+    if (o->pid > 0)
+        printf("controller pid %ld: VmHWM %ld kB (%.1f MB), max VmRSS in window %ld kB, CPU %.1f%% "
+               "of one core\n",
+               o->pid, s.hwm_kb, (double)s.hwm_kb / 1024.0, s.rss_max_kb, ctl_cpu);
+    printf("load generator CPU: %.1f%% of one core\n", 100.0 * self_cpu / (o->seconds + o->warmup));
+    printf("RESULT agents=%ld rate=%.3f target=%.0f achieved=%.1f ok=%" PRIu64 " errors=%" PRIu64
+           " overruns=%" PRIu64 " p50_ms=%.3f p99_ms=%.3f max_ms=%.3f"
+           " nodes_fresh=%.0f members_fresh=%.0f rows_s=%.0f hwm_kb=%ld rss_kb=%ld"
+           " ctl_cpu_pct=%.1f gen_cpu_pct=%.1f\n",
+           o->agents, o->rate, (double)o->agents * o->rate, achieved, b->ok, b->errors, b->overruns,
+           p50, p99, mx, nodes_avg, members_avg, rows_s, s.hwm_kb, s.rss_max_kb, ctl_cpu,
+           100.0 * self_cpu / (o->seconds + o->warmup));
+    fflush(stdout);
+    uv_loop_close(b->loop);
+    free(b->lat);
+    free(b->idle);
+    free(b->idle_req);
+    free(b->clients);
+    free(b->agents);
+    free(b);
+    return 0;
+}

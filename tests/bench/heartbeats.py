@@ -1,0 +1,203 @@
+#!/usr/bin/python3
+"""Heartbeat ingest throughput of meridian-controller (bench_heartbeats).
+
+Builds the programs (RelWithDebInfo, in <source>/build-bench unless --build
+is given), starts a throw-away store (PostgreSQL 15; or a database of its own
+on MERIDIAN_TEST_PG's server when that is set) and, for every run, a fresh
+meridian-controller (agent token, no services) on an emptied meridian.nodes /
+members, then runs tests/bench/heartbeats.c against it:
+
+  1. N = 1,000 and 10,000 agents at 1 Hz for --seconds (default 20) each,
+     and 10,000 again with 10,000 idle keep-alive connections held open to
+     the controller (a real fleet keeps one connection per agent open: this
+     is the RSS figure to compare with the 64 MB target);
+  2. a ramp (agents at 1 Hz, --ramp-seconds each) that stops at the first
+     step with p99 >= 20 ms, an error or an achieved rate under 97 % of the
+     target: the step before is the maximum sustained rate.
+
+Prints a table. Targets (the issue's): 10,000 agents at 1 Hz with p99 under
+20 ms and controller RSS under 64 MB on a 2-core machine that also runs the
+store and the load generator. Figures, not assertions.
+
+  /usr/bin/python3 tests/bench/heartbeats.py [--seconds S] [--ramp-seconds S]
+      [--sizes 1000,10000] [--ramp 2000,3000,...] [--no-ramp] [--no-idle]
+      [--connections C] [--build DIR] [--no-build] [--perf SECONDS]
+
+--perf S records `perf record -g` of the controller for S seconds during the
+10,000-agent run and prints the top of `perf report` (needs perf).
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
+
+import meridian_harness as h  # noqa: E402
+
+P99_LIMIT_MS = 20.0
+
+
+def build(build_dir):
+    subprocess.run(["cmake", "-S", SOURCE, "-B", build_dir, "-DCMAKE_BUILD_TYPE=RelWithDebInfo"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", build_dir, "-j2", "--target", "meridian-controller",
+                    "meridian-agent", "bench_heartbeats"], check=True, stdout=subprocess.DEVNULL)
+
+
+def make_store():
+    """(conninfo of the bench database, sql(query) function)."""
+    shared = os.environ.get("MERIDIAN_TEST_PG")
+    if shared:
+        import psycopg2
+        admin = psycopg2.connect(shared)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS meridian_bench_hb WITH (FORCE)")
+            cur.execute("CREATE DATABASE meridian_bench_hb")
+        admin.close()
+        conninfo = re.sub(r"dbname=\S+", "dbname=meridian_bench_hb", shared)
+
+        def sql(q):
+            c = psycopg2.connect(conninfo)
+            c.autocommit = True
+            try:
+                with c.cursor() as cur:
+                    cur.execute(q)
+            finally:
+                c.close()
+        return conninfo, sql
+    store = h.PgCluster.create("store", settings={"max_connections": "50"})
+    conninfo = store.create_database("meridian_bench_hb")
+    return conninfo, lambda q: store.sql(q, dbname="meridian_bench_hb")
+
+
+def run_one(args, conninfo, sql, agents, seconds, idle=0, perf_s=0, label=None):
+    ctl = h.Controller("ctl-bench", "eu", conninfo, log_level="warn")
+    ctl.start()
+    h.wait_until(lambda: ctl.ready_code() == 200, 60, what="controller ready")
+    sql("TRUNCATE meridian.nodes, meridian.members")
+    argv = [os.path.join(h.build_dir(), "tests", "bench", "bench_heartbeats"),
+            "--url", ctl.url, "--token", h.AGENT_TOKEN, "--agents", str(agents),
+            "--rate", "1", "--seconds", str(seconds), "--warmup", "3",
+            "--store", conninfo, "--controller-pid", str(ctl.proc.pid)]
+    if args.connections:
+        argv += ["--connections", str(args.connections)]
+    if idle:
+        argv += ["--idle-conns", str(idle)]
+    perf = None
+    if perf_s:
+        perf = threading.Thread(target=run_perf, args=(ctl.proc.pid, perf_s), daemon=True)
+        perf.start()
+    cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                        timeout=seconds + 120)
+    if perf:
+        perf.join(perf_s + 120)
+    ctl.stop()
+    out = cp.stdout
+    for line in out.splitlines():
+        if not line.startswith("body ") and not line.startswith("RESULT"):
+            print("    " + line, flush=True)
+    m = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    if cp.returncode != 0 or not m:
+        raise h.HarnessError("bench_heartbeats failed (%s):\n%s" % (cp.returncode, out))
+    res = dict(kv.split("=", 1) for kv in m[-1].split()[1:])
+    res = {k: float(v) for k, v in res.items()}
+    res["label"] = label or "%d agents" % agents
+    return res
+
+
+def run_perf(pid, seconds):
+    data = os.path.join(os.environ["MERIDIAN_TEST_TMP"], "perf.data")
+    time.sleep(4)  # past the warm-up
+    subprocess.run(["perf", "record", "-g", "-o", data, "-p", str(pid), "--", "sleep",
+                    str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                          "--percent-limit", "1.5", "-g", "none"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    print("    perf (controller, self time, >= 1.5 %):", flush=True)
+    for ln in lines[:30]:
+        print("      " + ln.rstrip(), flush=True)
+
+
+def ok(r):
+    return (r["errors"] == 0 and r["p99_ms"] < P99_LIMIT_MS
+            and r["achieved"] >= 0.97 * r["target"])
+
+
+def table(rows):
+    hdr = ("run", "target/s", "achieved/s", "p50 ms", "p99 ms", "max ms", "errors", "overruns",
+           "nodes fresh", "rows/s", "ctl VmHWM MB", "ctl CPU %", "gen CPU %", "ok")
+    fmt = "%-24s %9s %10s %7s %7s %8s %6s %8s %11s %7s %12s %9s %9s %3s"
+    print(fmt % hdr)
+    for r in rows:
+        print(fmt % (r["label"], "%.0f" % r["target"], "%.0f" % r["achieved"],
+                     "%.2f" % r["p50_ms"], "%.2f" % r["p99_ms"], "%.1f" % r["max_ms"],
+                     "%d" % r["errors"], "%d" % r["overruns"], "%.0f" % r["nodes_fresh"],
+                     "%.0f" % r["rows_s"], "%.1f" % (r["hwm_kb"] / 1024.0),
+                     "%.0f" % r["ctl_cpu_pct"], "%.0f" % r["gen_cpu_pct"],
+                     "yes" if ok(r) else "NO"))
+    sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--ramp-seconds", type=int, default=10)
+    ap.add_argument("--ramp", default="2000,3000,4000,5000,6000,7000,8000,9000,10000,12000,"
+                    "15000,20000,30000,40000,60000,80000,100000")
+    ap.add_argument("--no-idle", action="store_true", help="skip the run with idle connections")
+    ap.add_argument("--no-ramp", action="store_true")
+    ap.add_argument("--connections", type=int, default=0)
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--perf", type=int, default=0)
+    ap.add_argument("--build", default=os.path.join(SOURCE, "build-bench"))
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    if not args.no_build:
+        build(args.build)
+    h.setup_standalone(args.build)
+    h.install_signal_handlers()
+    conninfo, sql = make_store()
+    print("store: %s; nproc %d" % (conninfo, os.cpu_count()), flush=True)
+    rows = []
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    for n in sizes:
+        print("== %d agents at 1 Hz, %d s" % (n, args.seconds), flush=True)
+        rows.append(run_one(args, conninfo, sql, n, args.seconds,
+                            perf_s=args.perf if n == max(sizes) else 0))
+    if sizes and not args.no_idle:
+        n = max(sizes)
+        print("== %d agents at 1 Hz + %d idle keep-alive connections, %d s"
+              % (n, n, args.seconds), flush=True)
+        rows.append(run_one(args, conninfo, sql, n, args.seconds, idle=n,
+                            label="%d + %d idle conns" % (n, n)))
+    best = None
+    if not args.no_ramp:
+        for n in [int(x) for x in args.ramp.split(",") if x]:
+            print("== ramp: %d agents at 1 Hz, %d s" % (n, args.ramp_seconds), flush=True)
+            r = run_one(args, conninfo, sql, n, args.ramp_seconds, label="ramp %d" % n)
+            rows.append(r)
+            if not ok(r):
+                break
+            best = r
+    print(flush=True)
+    table(rows)
+    if not args.no_ramp:
+        if best:
+            print("maximum sustained rate (p99 < %.0f ms, no errors): %.0f heartbeats/s "
+                  "(%d agents at 1 Hz)" % (P99_LIMIT_MS, best["achieved"], best["agents"]))
+        else:
+            print("no ramp step was sustained (p99 < %.0f ms, no errors)" % P99_LIMIT_MS)
+    h.cleanup_all()
+
+
+if __name__ == "__main__":
+    main()
