@@ -148,7 +148,7 @@ def registry(e, prefix):
 
 # ---- deployment ---------------------------------------------------------------
 
-def deploy(tag, webhooks=None, service_extra=None, **kw):
+def deploy(tag, webhooks=None, service_extra=None, registry_changes=None, **kw):
     e = env()
     zone = pdns_zone(e, tag)
     name = "orders." + zone
@@ -158,6 +158,7 @@ def deploy(tag, webhooks=None, service_extra=None, **kw):
            "ttl": 5, "values": VALUES, "timeout_ms": 1000, "required": True}
     reg = {"driver": "etcd", "endpoints": [e["MERIDIAN_TEST_ETCD"]], "prefix": prefix,
            "timeout_ms": 1000, "required": True}
+    reg.update(registry_changes or {})
     d = Deployment(profile="default", dns=dns, registry=reg, webhooks=webhooks,
                    service_extra=service_extra, **kw)
     d.wait_ready()
@@ -421,6 +422,54 @@ def leader_change_between_steps():
         h.log("webhook deliveries across the leader change: %d" % len(rec.seen))
         assert sorted(rec.events) == ["orders:2"], rec.events
         assert all(x[1] for x in rec.seen), "bad signature"
+
+
+@test
+def best_effort_registry_does_not_block():
+    """A best-effort registry that cannot be reached: the switchover
+    completes (dns is required and up) while the registry keeps retrying,
+    reported in the service's drivers."""
+    d = deploy("be", registry_changes={"required": False,
+                                       "endpoints": ["http://127.0.0.1:%d" % h.dead_port()]})
+    op_id = d.start_op("switchover", to="us")
+    op = d.wait_op(op_id, 90, until=("rejoin", "done", "aborted", "failed"))
+    assert op["step"] in ("rejoin", "done"), op
+    assert dig(d.e, d.name) == [VALUES["us"]]
+
+    def retrying():
+        reg = drivers(d)["registry"]
+        return reg if (reg["desired"] and reg["desired"]["epoch"] == 2
+                       and reg["attempts"] >= 3 and reg["last_error"]
+                       and reg["epoch"] < 2 and not reg["in_sync"]) else None
+    reg = h.wait_until(retrying, 20, interval_s=0.2, what="registry retrying in the background")
+    h.log("best-effort registry: %s" % {k: reg[k] for k in ("attempts", "last_error")})
+
+
+@test
+def bad_cutover_config_refuses_to_start():
+    """mrd_cutover_config_check() at config load: the key is named."""
+    e = env()
+    tmp = h.TempDir("badcfg")
+    svc = {"name": "orders", "primary_region": "eu",
+           "members": [{"name": "orders-eu", "node": "node-eu", "region": "eu"}],
+           "dns": {"driver": "pdns", "api_url": e["MERIDIAN_TEST_PDNS_API"], "api_key": "k",
+                   "zone": "example.test", "name": "orders.example.test.", "type": "A",
+                   "ttl": 5, "values": {"eu": "10.0.0.1"}}}
+    cases = [("dns", dict(svc), "services[0].dns: dns.zone"),
+             ("registry", dict(svc, dns=None, registry={"driver": "etcd", "endpoints": [],
+                                                        "prefix": "/x"}),
+              "services[0].registry: registry.endpoints"),
+             ("webhooks", dict(svc, dns=None, webhooks=[{"url": "ftp://x", "secret": "s"}]),
+              "services[0].webhooks: webhooks[0].url")]
+    for name, service, want in cases:
+        service = {k: v for k, v in service.items() if v is not None}
+        c = h.Controller("ctl-" + name, "eu", h.require_env("MERIDIAN_TEST_PG"), tmp,
+                         extra={"regions": [{"name": "eu", "priority": 1}],
+                                "services": [service]})
+        cp = h.run([h.program_path("meridian-controller"), "--config", c.config_path],
+                   check=False, timeout_s=30)
+        assert cp.returncode == 2, cp.stdout
+        assert want in cp.stdout, "%s: %s" % (want, cp.stdout)
 
 
 if __name__ == "__main__":
