@@ -88,8 +88,9 @@ typedef struct {
     size_t ncontrollers;
     uint64_t heartbeat_ms, isolation_timeout_ms, request_timeout_ms;
     char listen_host[64];
-    int listen_port;     /* -1: no peer API */
-    json_t *peer_tokens; /* borrowed from root; for mrd_auth_init */
+    int listen_port;                    /* -1: no peer API */
+    char api_url[MRD_PROTO_TARGET_MAX]; /* where controllers poke us ("": nowhere) */
+    json_t *peer_tokens;                /* borrowed from root; for mrd_auth_init */
     mrd__peer_cfg *peers;
     size_t npeers;
     mrd__member_cfg *members;
@@ -183,6 +184,7 @@ struct mrd__member {
     uint64_t lease_logged_ms; /* last lease refusal logged at warn (rate limit) */
     int self_fenced;          /* this process fenced it for isolation */
     int self_fencing;         /* fence in progress */
+    int64_t promoted_epoch;   /* epoch of the last promote this process carried out */
 };
 
 typedef struct {
@@ -190,6 +192,7 @@ typedef struct {
     int64_t epoch;
     char primary_region[MRD_PROTO_NAME_MAX];
     int64_t primary_position;
+    char primary_member[MRD_PROTO_NAME_MAX];
 } mrd__service_view;
 
 struct mrd__agent {
@@ -246,38 +249,56 @@ static inline void mrd__strlcpy(char *dst, const char *src, size_t size)
 uint64_t mrd__now_ms(mrd__agent *a);
 int64_t mrd__wall_ms(void);
 
-/* checks.c: start the timers of every check and probe / stop them (handles
- * closed asynchronously; a->open_handles counts them down). */
+/* checks.c: start the timers of every check and probe (returns 0, or
+ * MRD_ENOMEM / an error of mrd_pg_start; what started is in a->checks and
+ * a->probes, for _stop) / stop them (handles closed asynchronously;
+ * a->open_handles counts them down). */
 int mrd__checks_start(mrd__agent *a);
 void mrd__checks_stop(mrd__agent *a);
 /* Whether a member is healthy by its checks (every critical check that
  * applies to it passing; a check not run yet counts as passing). */
 int mrd__checks_member_healthy(const mrd__agent *a, const char *member);
 
-/* member.c */
+/* member.c: start the members' connections (returns 0, or MRD_ENOMEM / an
+ * error of mrd_pg_start; a->nmembers counts what started, for _stop) / close
+ * them (asynchronously, counted in a->open_handles). */
 int mrd__members_start(mrd__agent *a);
 void mrd__members_stop(mrd__agent *a);
 /* Queries the replication state of every member (async, at most one query
  * in flight per member). */
 void mrd__members_poll(mrd__agent *a);
-/* Actions. done(err, message, data): err 0 on success. */
-typedef void (*mrd__action_cb)(mrd__member *m, int err, const char *message, void *data);
+/* Actions: each calls done exactly once, later or (on an immediate failure
+ * such as no connection) before returning. err: 0 on success, else a
+ * negative MRD_E* with a message. position: for the fence of a PostgreSQL
+ * member, pg_current_wal_lsn once fenced (0: unknown). */
+typedef void (*mrd__action_cb)(mrd__member *m, int err, const char *message, int64_t position,
+                               void *data);
 void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data);
 void mrd__member_unfence(mrd__member *m, mrd__action_cb done, void *data);
 void mrd__member_promote(mrd__member *m, mrd__action_cb done, void *data);
 void mrd__member_rejoin(mrd__member *m, const json_t *args, int64_t epoch, mrd__action_cb done,
                         void *data);
+/* The member by service and name / this node's member of a service; NULL
+ * when none. */
 mrd__member *mrd__member_find(mrd__agent *a, const char *service, const char *name);
 mrd__member *mrd__member_of_service(mrd__agent *a, const char *service);
 
-/* commands.c */
+/* commands.c. _handle: a command from an answer or a poke: recorded in the
+ * epoch file, then queued on its member, refused (stale epoch), answered
+ * from the file (seen before) or dropped when the file cannot be written
+ * (the controller resends); cannot fail otherwise. _ack: forget the results
+ * the controller has stored. _add: (re)place a result to report and ask for
+ * a heartbeat now. _stop: drop the commands not started yet (they read
+ * "failed" after a restart). */
 void mrd__commands_handle(mrd__agent *a, const mrd_hb_command *cmd);
 void mrd__results_ack(mrd__agent *a, const mrd_hb_ack *ack, size_t nack);
 void mrd__result_add(mrd__agent *a, const char *id, mrd_result_status status, const char *error,
-                     int64_t epoch);
+                     int64_t epoch, int64_t position);
 void mrd__commands_stop(mrd__agent *a);
 
-/* peer.c */
+/* peer.c: the agent's HTTP API (peer leases, controller pokes). _start
+ * returns 0 (also without "listen": no API) or the error of mrd_auth_init /
+ * mrd_http_server_start (nothing listens then); _stop is graceful. */
 int mrd__peer_server_start(mrd__agent *a);
 void mrd__peer_server_stop(mrd__agent *a);
 /* Requests leases from the peers for every primary member. */
@@ -286,7 +307,9 @@ void mrd__peer_renew(mrd__agent *a);
  * untils (room for cfg.npeers); returns how many. */
 size_t mrd__peer_untils(const mrd__agent *a, const mrd__member *m, uint64_t *untils);
 
-/* heartbeat.c */
+/* heartbeat.c: _start the heartbeat and self-fencing timers (returns 0);
+ * _stop closes them. _service_find: the controller's view of a service
+ * from the last answer, or NULL. */
 int mrd__heartbeat_start(mrd__agent *a);
 /* Refreshes the members' state and sends an urgent heartbeat as soon as it
  * is fresh (after a command, or when the leader pokes). */

@@ -125,6 +125,7 @@ static const mrd_cfg_field root_fields[] = {
     INT("isolation_timeout_ms", 0, 200, 600000),
     INT("request_timeout_ms", 0, 50, 600000),
     STR("listen", 0),
+    STR("api_url", 0),
     {"peer_tokens", MRD_CFG_ARRAY, 0, 0, 256, NULL, MRD_CFG_OBJECT, &token_schema},
     {"peers", MRD_CFG_ARRAY, 0, 0, 64, NULL, MRD_CFG_OBJECT, &peer_schema},
     STR("state_dir", 1),
@@ -346,6 +347,17 @@ int mrd__agent_config_from_json(mrd__agent_config *cfg, json_t *root, char *err,
         split_host_port(listen, cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port)) {
         rc = cfg_fail(err, errlen, "listen: must be host:port");
         goto fail;
+    }
+    const char *api_url = mrd_cfg_str(root, "api_url", NULL);
+    if (api_url) {
+        if (!url_ok(api_url) || strlen(api_url) >= sizeof(cfg->api_url)) {
+            rc = cfg_fail(err, errlen, "api_url: must be an http:// or https:// URL");
+            goto fail;
+        }
+        snprintf(cfg->api_url, sizeof(cfg->api_url), "%s", api_url);
+    } else if (listen) {
+        snprintf(cfg->api_url, sizeof(cfg->api_url), "http://%s:%d", cfg->listen_host,
+                 cfg->listen_port);
     }
     cfg->peer_tokens = json_object_get(root, "peer_tokens");
     if (listen && json_array_size(cfg->peer_tokens) == 0) {

@@ -24,7 +24,7 @@
 #include "meridian/log.h"
 
 void mrd__result_add(mrd__agent *a, const char *id, mrd_result_status status, const char *error,
-                     int64_t epoch)
+                     int64_t epoch, int64_t position)
 {
     mrd_hb_result *r = NULL;
     for (size_t i = 0; i < a->nresults; i++)
@@ -47,6 +47,8 @@ void mrd__result_add(mrd__agent *a, const char *id, mrd_result_status status, co
     r->status = status;
     snprintf(r->error, sizeof(r->error), "%s", error ? error : "");
     r->epoch = epoch;
+    r->position = position > 0 ? position : 0;
+    mrd__heartbeat_asap(a); /* the controller waits for it */
 }
 
 void mrd__results_ack(mrd__agent *a, const mrd_hb_ack *ack, size_t nack)
@@ -64,12 +66,12 @@ void mrd__results_ack(mrd__agent *a, const mrd_hb_ack *ack, size_t nack)
 
 static void run_next(mrd__member *m);
 
-static void on_done(mrd__member *m, int err, const char *message, void *data)
+static void on_done(mrd__member *m, int err, const char *message, int64_t position, void *data)
 {
     mrd__agent *a = m->agent;
     mrd__pending_cmd *c = data;
     mrd__cmd_state st = err ? MRD__CMD_FAILED : MRD__CMD_DONE;
-    int rc = mrd__epoch_store_finish(a->epochs, c->id, st, err ? message : NULL);
+    int rc = mrd__epoch_store_finish(a->epochs, c->id, st, err ? message : NULL, position);
     if (rc)
         mrd_log(MRD_LOG_ERROR, "cannot record command outcome", MRD_S("id", c->id),
                 MRD_S("error", mrd_strerror(rc)));
@@ -78,7 +80,7 @@ static void on_done(mrd__member *m, int err, const char *message, void *data)
             MRD_S("member", m->cfg->name), MRD_I("epoch", c->epoch),
             MRD_S("message", message ? message : ""));
     mrd__result_add(a, c->id, err ? MRD_RESULT_FAILED : MRD_RESULT_DONE, err ? message : NULL,
-                    c->epoch);
+                    c->epoch, position);
     if (!err && c->kind == MRD_CMD_UNFENCE)
         m->self_fenced = 0;
     if (!err && c->kind == MRD_CMD_FENCE)
@@ -90,6 +92,7 @@ static void on_done(mrd__member *m, int err, const char *message, void *data)
          * (it had no recorded contact as a replica). */
         a->last_contact_ms = mrd__now_ms(a);
         a->have_contact = 1;
+        m->promoted_epoch = c->epoch;
     }
     /* pop c (it is the head) */
     m->queue = c->next;
@@ -175,13 +178,13 @@ void mrd__commands_handle(mrd__agent *a, const mrd_hb_command *cmd)
                         rec.state == MRD__CMD_DONE      ? MRD_RESULT_DONE
                         : rec.state == MRD__CMD_REFUSED ? MRD_RESULT_REFUSED
                                                         : MRD_RESULT_FAILED,
-                        rec.error, rec.epoch);
+                        rec.error, rec.epoch, rec.position);
         return;
     case MRD_ESTALE:
         mrd_log(MRD_LOG_WARN, "command refused", MRD_S("id", cmd->id),
                 MRD_S("kind", mrd_cmd_kind_name(cmd->kind)), MRD_S("service", cmd->service),
                 MRD_S("error", rec.error));
-        mrd__result_add(a, cmd->id, MRD_RESULT_REFUSED, rec.error, cmd->epoch);
+        mrd__result_add(a, cmd->id, MRD_RESULT_REFUSED, rec.error, cmd->epoch, 0);
         return;
     default:
         mrd_log(MRD_LOG_ERROR, "cannot record command, not executing it", MRD_S("id", cmd->id),
@@ -194,14 +197,14 @@ void mrd__commands_handle(mrd__agent *a, const mrd_hb_command *cmd)
         char msg[MRD_PROTO_ERROR_MAX];
         snprintf(msg, sizeof(msg), "no member %s of service %s on this node", cmd->member,
                  cmd->service);
-        mrd__epoch_store_finish(a->epochs, cmd->id, MRD__CMD_FAILED, msg);
-        mrd__result_add(a, cmd->id, MRD_RESULT_FAILED, msg, cmd->epoch);
+        mrd__epoch_store_finish(a->epochs, cmd->id, MRD__CMD_FAILED, msg, 0);
+        mrd__result_add(a, cmd->id, MRD_RESULT_FAILED, msg, cmd->epoch, 0);
         return;
     }
     mrd__pending_cmd *c = calloc(1, sizeof(*c));
     if (!c) {
-        mrd__epoch_store_finish(a->epochs, cmd->id, MRD__CMD_FAILED, "out of memory");
-        mrd__result_add(a, cmd->id, MRD_RESULT_FAILED, "out of memory", cmd->epoch);
+        mrd__epoch_store_finish(a->epochs, cmd->id, MRD__CMD_FAILED, "out of memory", 0);
+        mrd__result_add(a, cmd->id, MRD_RESULT_FAILED, "out of memory", cmd->epoch, 0);
         return;
     }
     snprintf(c->id, sizeof(c->id), "%s", cmd->id);

@@ -135,9 +135,9 @@ static json_t *to_json(const mrd__epoch_store *s)
                                   json_integer((json_int_t)s->svcs[i].epoch)) != 0;
     for (size_t i = 0; !bad && i < s->count; i++) {
         const mrd__cmd_record *r = ring_at(s, i);
-        json_t *c =
-            json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", r->id, "service", r->service, "epoch",
-                      (json_int_t)r->epoch, "state", state_names[r->state], "error", r->error);
+        json_t *c = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I}", "id", r->id, "service", r->service,
+                              "epoch", (json_int_t)r->epoch, "state", state_names[r->state],
+                              "error", r->error, "position", (json_int_t)r->position);
         bad = !c || json_array_append_new(cmds, c) != 0;
     }
     if (!bad)
@@ -264,6 +264,10 @@ static int load(mrd__epoch_store *s, char *err, size_t errlen)
         r->epoch = (int64_t)json_integer_value(ep);
         r->state = (mrd__cmd_state)si;
         snprintf(r->error, sizeof(r->error), "%s", error ? error : "");
+        json_t *pos = json_object_get(v, "position");
+        r->position = json_is_integer(pos) && json_integer_value(pos) > 0
+                          ? (int64_t)json_integer_value(pos)
+                          : 0;
         if (r->state == MRD__CMD_STARTED) {
             r->state = MRD__CMD_FAILED;
             snprintf(r->error, sizeof(r->error), "interrupted by an agent restart");
@@ -419,12 +423,13 @@ int mrd__epoch_store_begin(mrd__epoch_store *s, const char *id, const char *serv
 }
 
 int mrd__epoch_store_finish(mrd__epoch_store *s, const char *id, mrd__cmd_state state,
-                            const char *error)
+                            const char *error, int64_t position)
 {
     mrd__cmd_record *r = find_cmd(s, id);
     if (!r)
         return MRD_ENOTFOUND;
     r->state = state;
+    r->position = position > 0 ? position : 0;
     snprintf(r->error, sizeof(r->error), "%s", error ? error : "");
     return persist(s) ? MRD_EIO : 0;
 }

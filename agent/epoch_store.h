@@ -36,6 +36,7 @@ typedef struct {
     int64_t epoch;
     mrd__cmd_state state;
     char error[MRD_PROTO_ERROR_MAX];
+    int64_t position; /* fence: the member's position once fenced; 0: n/a */
 } mrd__cmd_record;
 
 #define MRD__EPOCH_STORE_DEFAULT_IDS  1024
@@ -72,10 +73,11 @@ int mrd__epoch_store_observe(mrd__epoch_store *s, const char *service, int64_t e
 int mrd__epoch_store_begin(mrd__epoch_store *s, const char *id, const char *service, int64_t epoch,
                            mrd__cmd_record *rec);
 /* Records the outcome of a started command (DONE or FAILED) with an error
- * text (may be NULL). Returns 0, MRD_ENOTFOUND (unknown id) or MRD_EIO (the
- * outcome stays in memory; after a restart the command reads "failed"). */
+ * text (may be NULL) and a position (fence; 0: none). Returns 0,
+ * MRD_ENOTFOUND (unknown id) or MRD_EIO (the outcome stays in memory; after
+ * a restart the command reads "failed"). */
 int mrd__epoch_store_finish(mrd__epoch_store *s, const char *id, mrd__cmd_state state,
-                            const char *error);
+                            const char *error, int64_t position);
 /* Looks a command up; returns 0 and fills *rec, or MRD_ENOTFOUND. */
 int mrd__epoch_store_lookup(const mrd__epoch_store *s, const char *id, mrd__cmd_record *rec);
 

@@ -47,11 +47,9 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
     mrd_hb_request_init(r);
     snprintf(r->node, sizeof(r->node), "%s", a->cfg.node);
     snprintf(r->region, sizeof(r->region), "%s", a->cfg.region);
+    snprintf(r->api_url, sizeof(r->api_url), "%s", a->cfg.api_url);
     r->seq = ++a->seq;
     r->urgent = a->beat_urgent;
-    if (a->cfg.listen_port > 0)
-        snprintf(r->api_url, sizeof(r->api_url), "http://%s:%d", a->cfg.listen_host,
-                 a->cfg.listen_port);
     r->epochs = calloc(a->nmembers + 1, sizeof(*r->epochs));
     r->members = calloc(a->nmembers + 1, sizeof(*r->members));
     r->checks = calloc(a->nchecks + 1, sizeof(*r->checks));
@@ -111,6 +109,35 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
 
 /* ---- answer ---- */
 
+static void on_self_fenced(mrd__member *m, int err, const char *message, int64_t position,
+                           void *data);
+
+/* A writable primary that the store no longer names primary (it came back
+ * after a failover moved the service elsewhere) fences itself at once:
+ * waiting for the isolation timeout would let it take writes that the new
+ * timeline never sees. A member this process promoted in the current epoch
+ * is the new primary the store has not named yet, and is left alone. */
+static void fence_if_superseded(mrd__agent *a)
+{
+    for (size_t i = 0; i < a->nmembers; i++) {
+        mrd__member *m = &a->members[i];
+        if (m->role != MRD_MEMBER_PRIMARY || m->fenced || m->self_fencing)
+            continue;
+        const mrd__service_view *sv = NULL;
+        for (size_t k = 0; k < a->nservices; k++)
+            if (strcmp(a->services[k].service, m->cfg->service) == 0)
+                sv = &a->services[k];
+        if (!sv || sv->primary_member[0] == '\0' || strcmp(sv->primary_member, m->cfg->name) == 0 ||
+            m->promoted_epoch >= sv->epoch)
+            continue;
+        mrd_log(MRD_LOG_ERROR, "superseded: fencing the primary", MRD_S("member", m->cfg->name),
+                MRD_S("service", m->cfg->service), MRD_S("primary", sv->primary_member),
+                MRD_I("epoch", sv->epoch));
+        m->self_fencing = 1;
+        mrd__member_fence(m, on_self_fenced, NULL);
+    }
+}
+
 static void apply_answer(mrd__agent *a, const mrd_hb_answer *ans, uint64_t sent_ms)
 {
     if (ans->recorded) {
@@ -127,6 +154,7 @@ static void apply_answer(mrd__agent *a, const mrd_hb_answer *ans, uint64_t sent_
             sv[i].epoch = s->epoch;
             snprintf(sv[i].primary_region, sizeof(sv[i].primary_region), "%s", s->primary_region);
             sv[i].primary_position = s->primary_position;
+            snprintf(sv[i].primary_member, sizeof(sv[i].primary_member), "%s", s->primary_member);
             int rc = mrd__epoch_store_observe(a->epochs, s->service, s->epoch);
             if (rc == 1)
                 mrd_log(MRD_LOG_INFO, "new epoch", MRD_S("service", s->service),
@@ -139,6 +167,7 @@ static void apply_answer(mrd__agent *a, const mrd_hb_answer *ans, uint64_t sent_
         a->services = sv;
         a->nservices = ans->nservices;
     }
+    fence_if_superseded(a);
     /* acks first: a command resent below may then report again */
     mrd__results_ack(a, ans->ack, ans->nack);
     for (size_t i = 0; i < ans->ncommands; i++)
@@ -274,9 +303,11 @@ static void on_hb_timer(uv_timer_t *t)
 
 /* ---- self-fencing ---- */
 
-static void on_self_fenced(mrd__member *m, int err, const char *message, void *data)
+static void on_self_fenced(mrd__member *m, int err, const char *message, int64_t position,
+                           void *data)
 {
     (void)data;
+    (void)position;
     m->self_fencing = 0;
     if (err) {
         mrd_log(MRD_LOG_ERROR, "self-fence failed, retrying", MRD_S("member", m->cfg->name),

@@ -223,6 +223,7 @@ typedef struct {
     int err;
     int already; /* promote: recovery was not in progress */
     int promote_false;
+    int64_t position; /* fence: pg_current_wal_lsn once fenced */
     char msg[MRD_PROTO_ERROR_MAX];
     const char *what;
 } action;
@@ -231,7 +232,7 @@ static action *action_new(mrd__member *m, mrd__action_cb done, void *data, const
 {
     action *x = calloc(1, sizeof(*x));
     if (!x) {
-        done(m, MRD_ENOMEM, "out of memory", data);
+        done(m, MRD_ENOMEM, "out of memory", 0, data);
         return NULL;
     }
     x->m = m;
@@ -251,7 +252,8 @@ static void action_end(action *x)
     mrd_log(x->err ? MRD_LOG_ERROR : MRD_LOG_INFO, x->err ? "action failed" : "action done",
             MRD_S("action", x->what), MRD_S("member", x->m->cfg->name),
             MRD_S("error", x->err ? x->msg : ""));
-    x->done(x->m, x->err, x->err ? x->msg : (x->already ? "already primary" : ""), x->data);
+    x->done(x->m, x->err, x->err ? x->msg : (x->already ? "already primary" : ""), x->position,
+            x->data);
     mrd__members_poll(x->m->agent); /* report the new state soon */
     free(x);
 }
@@ -279,6 +281,9 @@ static void on_step(int err, PGresult *res, void *data)
     if (!err && res && strcmp(x->what, "promote") == 0 && PQntuples(res) == 1 &&
         strcmp(PQgetvalue(res, 0, 0), "f") == 0)
         x->promote_false = 1;
+    if (!err && res && PQntuples(res) == 1 && PQnfields(res) == 1 &&
+        strcmp(PQfname(res, 0), "final_position") == 0)
+        x->position = lsn_parse(PQgetvalue(res, 0, 0));
     if (--x->remaining == 0)
         action_end(x);
 }
@@ -362,6 +367,8 @@ void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data)
             " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
             " AND (backend_xid IS NOT NULL"
             "      OR xact_start < statement_timestamp() - interval '50 milliseconds')",
+            /* reported with the result: the switchover's catch-up barrier */
+            "SELECT pg_current_wal_lsn()::text AS final_position",
         };
         run_sql(x, sqls, sizeof(sqls) / sizeof(sqls[0]), NULL);
     } else {
@@ -415,12 +422,53 @@ static int env_add(char **env, size_t *n, size_t max, const char *k, const char 
     return 0;
 }
 
+/* ALTER SYSTEM takes no parameters: the conninfo is written as a standard
+ * SQL literal (standard_conforming_strings: quotes doubled, backslashes
+ * literal); control characters are refused. Returns 0 or MRD_EINVAL. */
+static int follow_sql(char *buf, size_t len, const char *conninfo)
+{
+    size_t pos = 0;
+    const char *head = "ALTER SYSTEM SET primary_conninfo = '";
+    if (strlen(head) + 3 > len)
+        return MRD_EINVAL;
+    memcpy(buf, head, strlen(head));
+    pos = strlen(head);
+    for (const char *p = conninfo; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || pos + 4 >= len)
+            return MRD_EINVAL;
+        if (*p == '\'')
+            buf[pos++] = '\'';
+        buf[pos++] = *p;
+    }
+    buf[pos++] = '\'';
+    buf[pos] = '\0';
+    return 0;
+}
+
 void mrd__member_rejoin(mrd__member *m, const json_t *args, int64_t epoch, mrd__action_cb done,
                         void *data)
 {
     action *x = action_new(m, done, data, "rejoin");
     if (!x)
         return;
+    /* A replica that only has to follow the new primary: no hook, no restart
+     * (primary_conninfo is reloadable since PostgreSQL 13; the new timeline
+     * is followed with recovery_target_timeline = latest, the default). */
+    const char *follow_to = json_string_value(json_object_get(args, "primary_conninfo"));
+    if (json_is_true(json_object_get(args, "follow")) && is_pg(m) && follow_to) {
+        char sql[1200];
+        if (m->role != MRD_MEMBER_REPLICA || follow_sql(sql, sizeof(sql), follow_to) != 0) {
+            x->err = MRD_EINVAL;
+            snprintf(x->msg, sizeof(x->msg), "%s",
+                     m->role != MRD_MEMBER_REPLICA ? "not a replica: cannot just follow"
+                                                   : "primary_conninfo cannot be written");
+            action_end(x);
+            return;
+        }
+        const char *const sqls[] = {sql, "SELECT pg_reload_conf()"};
+        run_sql(x, sqls, 2, NULL);
+        return;
+    }
     enum { MAXENV = MRD_PROTO_MAX_ARGS + 12 };
     char *env[MAXENV] = {0};
     size_t n = 0;

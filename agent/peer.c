@@ -12,6 +12,10 @@
  * isolation_timeout_ms, at most one request per peer in flight, and counts
  * a grant from the time the request was sent.
  *
+ * Poke: POST /v1/agent/poke {"commands": [...]} from a controller (its
+ * agent token must be among peer_tokens): the commands are handled as if
+ * they came in a heartbeat answer, and a heartbeat goes out at once.
+ *
  * Failures of the client are not errors: a lease that is not renewed
  * simply ends. Bad requests to the server get 400 with the field named.
  */
@@ -81,10 +85,9 @@ static void on_lease(mrd_http_request *req, mrd_http_response *res, void *data)
     mrd_http_respond_json(res, 200, out);
 }
 
-/* POST /v1/agent/poke: the leader pushes the commands it has persisted for
- * this node (the shape of a heartbeat answer's "commands") and asks for a
- * heartbeat now. Commands go through exactly the checks of those that come
- * in a heartbeat answer (epoch, at most once per id). */
+/* A controller pushes the node's pending commands and asks for a heartbeat
+ * now. The commands go through the same path as those of an answer (epoch
+ * check, at-most-once), so a poke can never do what a heartbeat could not. */
 static void on_poke(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd__agent *a = data;
@@ -92,24 +95,21 @@ static void on_poke(mrd_http_request *req, mrd_http_response *res, void *data)
     json_t *j = mrd_http_request_json(req, res);
     if (!j)
         return;
-    /* Decode as a heartbeat answer: one validator for commands. */
-    json_t *shape = json_pack(
-        "{s:b, s:i, s:{}, s:O, s:[]}", "recorded", 0, "heartbeat_ms", 1000, "services", "commands",
-        json_object_get(j, "commands") ? json_object_get(j, "commands") : json_array(), "ack");
+    mrd_hb_answer poke;
+    int rc = mrd_hb_poke_from_json(j, &poke, err, sizeof(err));
     json_decref(j);
-    mrd_hb_answer ans;
-    int rc = shape ? mrd_hb_answer_from_json(shape, &ans, err, sizeof(err)) : MRD_ENOMEM;
-    json_decref(shape);
     if (rc) {
-        mrd_http_respond_error(res, 400, mrd_err_name(rc),
-                               rc == MRD_ENOMEM ? "out of memory" : err);
+        mrd_http_respond_error(res, 400, mrd_err_name(rc), err);
         return;
     }
-    for (size_t i = 0; i < ans.ncommands; i++)
-        mrd__commands_handle(a, &ans.commands[i]);
-    mrd_hb_answer_free(&ans);
+    mrd_log(MRD_LOG_DEBUG, "poked", MRD_S("by", mrd_http_request_principal(req)),
+            MRD_U("commands", poke.ncommands));
+    for (size_t i = 0; i < poke.ncommands; i++)
+        mrd__commands_handle(a, &poke.commands[i]);
+    size_t n = poke.ncommands;
+    mrd_hb_answer_free(&poke);
     mrd__heartbeat_asap(a);
-    mrd_http_respond_json(res, 200, json_pack("{s:b}", "ok", 1));
+    mrd_http_respond_json(res, 200, json_pack("{s:b, s:I}", "ok", 1, "accepted", (json_int_t)n));
 }
 
 static const mrd_http_route routes[] = {

@@ -281,6 +281,8 @@ json_t *mrd_hb_answer_to_json(const mrd_hb_answer *a)
             put(e, "epoch", json_integer((json_int_t)s->epoch), &bad);
             put(e, "primary_region", str_or_null(s->primary_region), &bad);
             put(e, "primary_position", json_integer((json_int_t)s->primary_position), &bad);
+            if (s->primary_member[0])
+                put(e, "primary_member", json_string(s->primary_member), &bad);
         }
         put(sv, s->service, e, &bad);
     }
@@ -391,8 +393,8 @@ static int check_key(ectx *e, const char *prefix, const char *key, size_t bufsiz
     size_t len = strlen(key);
     if (len == 0)
         return fail(e, prefix, NULL, "keys must not be empty");
-    if (len >= bufsize)
-        return fail(e, prefix, key, "name must be at most %zu bytes", bufsize - 1);
+    if (len >= bufsize) /* the key itself is not repeated: it may be huge */
+        return fail(e, prefix, NULL, "keys must be at most %zu bytes", bufsize - 1);
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)key[i];
         if (ch < 0x20 || ch == 0x7f)
@@ -591,7 +593,7 @@ static int decode_result(ectx *e, const json_t *v, const char *path, mrd_hb_resu
 
 static int decode_request(ectx *e, const json_t *j, mrd_hb_request *r)
 {
-    char path[96];
+    char path[160];
     int rc;
     const json_t *arr, *map;
     if (!json_is_object(j))
@@ -693,7 +695,7 @@ int mrd_hb_request_from_json(const json_t *j, mrd_hb_request *out, char *err, si
  * scalars (strings bounded in length). */
 static int check_args(ectx *e, const json_t *v, const char *path)
 {
-    char sub[128];
+    char sub[192];
     snprintf(sub, sizeof(sub), "%s.args", path);
     if (!json_is_object(v))
         return fail(e, path, "args", "must be an object");
@@ -742,9 +744,35 @@ static int decode_command(ectx *e, const json_t *v, const char *path, mrd_hb_com
     return c->args ? 0 : MRD_ENOMEM;
 }
 
+/* The "commands" array of an answer or a poke. */
+static int decode_commands(ectx *e, const json_t *j, mrd_hb_answer *a)
+{
+    char path[160];
+    const json_t *arr;
+    int rc;
+    if ((rc = get_array(e, j, "commands", MRD_PROTO_MAX_COMMANDS, &arr)))
+        return rc;
+    if (!arr)
+        return 0;
+    if (!(a->commands = alloc_array(json_array_size(arr), sizeof(*a->commands))))
+        return MRD_ENOMEM;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        mrd_hb_command *c = &a->commands[i];
+        rc = decode_command(e, json_array_get(arr, i), P("commands[%zu]", i), c);
+        if (c->args)
+            a->ncommands++; /* so that _free releases args */
+        if (rc)
+            return rc;
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(a->commands[k].id, c->id) == 0)
+                return fail(e, path, "id", "duplicate command id %s", c->id);
+    }
+    return 0;
+}
+
 static int decode_answer(ectx *e, const json_t *j, mrd_hb_answer *a)
 {
-    char path[96];
+    char path[160];
     int rc;
     const json_t *arr, *map;
     if (!json_is_object(j))
@@ -773,29 +801,16 @@ static int decode_answer(ectx *e, const json_t *j, mrd_hb_answer *a)
                 (rc = get_str(e, v, path, "primary_region", s->primary_region,
                               sizeof(s->primary_region), STR_NULLABLE | STR_OPTIONAL, 0)) ||
                 (rc = get_int(e, v, path, "primary_position", &s->primary_position, 0, INT64_MAX,
-                              INT_NULLABLE, 0)))
+                              INT_NULLABLE, 0)) ||
+                (rc = get_str(e, v, path, "primary_member", s->primary_member,
+                              sizeof(s->primary_member), STR_NULLABLE | STR_OPTIONAL, 0)))
                 return rc;
             a->nservices++;
         }
     }
 
-    if ((rc = get_array(e, j, "commands", MRD_PROTO_MAX_COMMANDS, &arr)))
+    if ((rc = decode_commands(e, j, a)))
         return rc;
-    if (arr) {
-        if (!(a->commands = alloc_array(json_array_size(arr), sizeof(*a->commands))))
-            return MRD_ENOMEM;
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            mrd_hb_command *c = &a->commands[i];
-            rc = decode_command(e, json_array_get(arr, i), P("commands[%zu]", i), c);
-            if (c->args)
-                a->ncommands++; /* so that _free releases args */
-            if (rc)
-                return rc;
-            for (size_t k = 0; k < i; k++)
-                if (strcmp(a->commands[k].id, c->id) == 0)
-                    return fail(e, path, "id", "duplicate command id %s", c->id);
-        }
-    }
 
     if ((rc = get_array(e, j, "ack", MRD_PROTO_MAX_ACK, &arr)))
         return rc;
@@ -823,6 +838,22 @@ int mrd_hb_answer_from_json(const json_t *j, mrd_hb_answer *out, char *err, size
     if (err && errlen)
         err[0] = '\0';
     int rc = decode_answer(&e, j, out);
+    if (rc) {
+        if (rc == MRD_ENOMEM && err && errlen)
+            snprintf(err, errlen, "out of memory");
+        mrd_hb_answer_free(out);
+    }
+    return rc;
+}
+
+int mrd_hb_poke_from_json(const json_t *j, mrd_hb_answer *out, char *err, size_t errlen)
+{
+    ectx e = {err, errlen};
+    mrd_hb_answer_init(out);
+    if (err && errlen)
+        err[0] = '\0';
+    int rc = json_is_object(j) ? decode_commands(&e, j, out)
+                               : fail(&e, NULL, "message", "must be a JSON object");
     if (rc) {
         if (rc == MRD_ENOMEM && err && errlen)
             snprintf(err, errlen, "out of memory");

@@ -65,7 +65,7 @@ static void h_status(mrd_http_request *req, mrd_http_response *res, void *data)
                              ctl->cfg.advertise_url, "is_leader", leader, "term",
                              (json_int_t)ctl->lease.term, "leader", leader_json(ctl), "store",
                              "connected", mrd_pg_connected(ctl->pg), "migrated", ctl->migrated);
-    mrd_http_respond_json(res, 200, body);
+    mrd__api_status_services(ctl, res, body);
 }
 
 typedef struct {
@@ -132,13 +132,17 @@ static const mrd_http_route routes[] = {
 
 int mrd__api_start(mrd_ctl *ctl)
 {
-    size_t nbase = sizeof(routes) / sizeof(routes[0]), nops;
+    /* One table from the modules' tables. */
+    size_t nbase = sizeof(routes) / sizeof(routes[0]), nops, nmetrics;
     const mrd_http_route *ops = mrd__api_ops_routes(&nops);
-    ctl->routes = calloc(nbase + nops, sizeof(*ctl->routes));
+    const mrd_http_route *metrics = mrd__metrics_routes(&nmetrics);
+    ctl->routes = calloc(nbase + nops + nmetrics, sizeof(*ctl->routes));
     if (ctl->routes == NULL)
         return MRD_ENOMEM;
     memcpy(ctl->routes, routes, sizeof(routes));
     memcpy(ctl->routes + nbase, ops, nops * sizeof(*ops));
+    memcpy(ctl->routes + nbase + nops, metrics, nmetrics * sizeof(*metrics));
+    nops += nmetrics;
     mrd_http_server_options opt;
     memset(&opt, 0, sizeof(opt));
     opt.host = ctl->cfg.listen_host;

@@ -191,6 +191,40 @@ static json_t *decision_json(const mrd_decision *d)
     " 'maintenance_reason', s.maintenance_reason, 'last_failover_at', s.last_failover_at,"         \
     " 'members', " MEMBERS_JSON ", 'operation', " RUNNING_OP_JSON ")"
 
+typedef struct {
+    mrd_http_response *res;
+    json_t *body;
+} status_req;
+
+static void status_done(int err, PGresult *r, void *data)
+{
+    status_req *q = data;
+    json_t *services = NULL;
+    if (err == 0 && r && PQntuples(r) == 1) {
+        json_error_t jerr;
+        services = json_loads(PQgetvalue(r, 0, 0), 0, &jerr);
+    }
+    json_object_set_new(q->body, "services", services ? services : json_null());
+    mrd_http_respond_json(q->res, 200, q->body);
+    free(q);
+}
+
+void mrd__api_status_services(mrd_ctl *ctl, mrd_http_response *res, json_t *body)
+{
+    status_req *q = malloc(sizeof(*q));
+    if (q == NULL) {
+        mrd_http_respond_json(res, 200, body);
+        return;
+    }
+    q->res = res;
+    q->body = body;
+    if (!ctl->migrated || mrd_pg_query(ctl->pg,
+                                       "SELECT coalesce(json_agg(" SERVICE_JSON
+                                       " ORDER BY s.name), '[]') FROM meridian.services s",
+                                       0, NULL, status_done, q) != 0)
+        status_done(MRD_ESTORE, NULL, q);
+}
+
 static void h_services(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     (void)req;

@@ -240,5 +240,11 @@ void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands);
 /* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);
 const mrd_http_route *mrd__api_ops_routes(size_t *n);
+/* Adds "services" (primary, epoch, members with health and lag, running
+ * operation) to body from the store and answers 200 with it; without a
+ * store, answers body with "services": null. Steals body. */
+void mrd__api_status_services(mrd_ctl *ctl, mrd_http_response *res, json_t *body);
+/* controller/metrics_ctl.c */
+const mrd_http_route *mrd__metrics_routes(size_t *n);
 
 #endif

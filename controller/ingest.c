@@ -277,6 +277,7 @@ static const char *cache_sql =
     "SELECT json_build_object("
     " 'services', (SELECT coalesce(json_object_agg(s.name, json_build_object("
     "   'epoch', s.epoch, 'primary_region', s.primary_region,"
+    "   'primary_member', s.primary_member,"
     "   'primary_position', coalesce((SELECT max(m.position) FROM meridian.members m"
     "     WHERE m.service = s.name AND m.region = s.primary_region AND m.role = 'primary'), 0)"
     "   )), '{}') FROM meridian.services s),"
@@ -361,11 +362,21 @@ void mrd__ingest_refresh_now(mrd_ctl *ctl)
     mrd__ingest_cron(ctl, mrd__now_ms());
 }
 
-static int hosts_primary(const mrd_hb_request *r)
+/* Whether the node hosts a member that is a writable primary AND the one the
+ * store names primary: only that member's contact is "recorded" (a primary
+ * that came back after a failover must not be kept alive by its heartbeats).
+ * A service the store does not know yet counts as the agent says. */
+static int hosts_primary(mrd_ctl *ctl, const mrd_hb_request *r)
 {
-    for (size_t i = 0; i < r->nmembers; i++)
-        if (r->members[i].role == MRD_MEMBER_PRIMARY && !r->members[i].fenced)
+    for (size_t i = 0; i < r->nmembers; i++) {
+        const mrd_hb_member *m = &r->members[i];
+        if (m->role != MRD_MEMBER_PRIMARY || m->fenced)
+            continue;
+        json_t *s = json_object_get(ctl->ingest.services, m->service);
+        const char *pm = json_string_value(json_object_get(s, "primary_member"));
+        if (s == NULL || pm == NULL || strcmp(pm, m->name) == 0)
             return 1;
+    }
     return 0;
 }
 
@@ -419,7 +430,7 @@ void mrd__ingest_heartbeat(mrd_http_request *req, mrd_http_response *res, void *
     in->heartbeats++;
     json_t *answer = build_answer(ctl, &hb);
     json_t *entry = entry_from_request(&hb);
-    int primary = hosts_primary(&hb);
+    int primary = hosts_primary(ctl, &hb);
     if (entry == NULL || answer == NULL) {
         json_decref(entry);
         json_decref(answer);

@@ -20,8 +20,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: meridian-controller [migrate] --config FILE\n"
-               "       meridian-controller --version\n");
+    fprintf(
+        f,
+        "usage: meridian-controller --config FILE           run\n"
+        "       meridian-controller migrate --config FILE   apply the store's migrations and exit\n"
+        "       meridian-controller check --config FILE     validate the configuration and exit\n"
+        "       meridian-controller --version\n");
 }
 
 static void listen_done(int err, PGresult *res, void *data)
@@ -122,6 +126,11 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static int run(mrd_ctl *ctl)
 {
+    char fsm_err[256];
+    if (mrd_opfsm_check(fsm_err, sizeof(fsm_err)) != 0) {
+        mrd_log(MRD_LOG_ERROR, "operation table is not well-formed", MRD_S("error", fsm_err));
+        return 1;
+    }
     mrd_pg_options po;
     memset(&po, 0, sizeof(po));
     po.conninfo = ctl->cfg.store;
@@ -175,10 +184,26 @@ static int run(mrd_ctl *ctl)
 
 int main(int argc, char **argv)
 {
-    int migrate_only = 0;
+    int migrate_only = 0, check_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {
             printf("meridian-controller %s\n", MERIDIAN_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[i], "fsm") == 0) {
+            char err[256];
+            if (mrd_opfsm_check(err, sizeof(err)) != 0) {
+                fprintf(stderr, "meridian-controller: operation table is not well-formed: %s\n",
+                        err);
+                return 1;
+            }
+            size_t need = mrd_opfsm_dot(NULL, 0) + 1;
+            char *dot = malloc(need);
+            if (dot == NULL)
+                return 1;
+            mrd_opfsm_dot(dot, need);
+            fputs(dot, stdout);
+            free(dot);
             return 0;
         }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -187,6 +212,8 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "migrate") == 0)
             migrate_only = 1;
+        if (strcmp(argv[i], "check") == 0)
+            check_only = 1;
     }
     const char *path = mrd_cfg_arg(argc, argv);
     if (path == NULL) {
@@ -203,6 +230,11 @@ int main(int argc, char **argv)
     }
     mrd_log_set_level(ctl.cfg.log_level);
     int rc;
+    if (check_only) {
+        printf("%s: valid (%zu regions, %zu services)\n", path, ctl.nregions, ctl.nservices);
+        mrd__ctl_config_free(&ctl);
+        return 0;
+    }
     if (migrate_only) {
         int applied = 0;
         rc = mrd__store_migrate(ctl.cfg.store, &applied, err, sizeof(err));

@@ -285,6 +285,24 @@ static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_o
                               json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:o}", "id", c->command_id,
                                         "service", s->name, "member", m->name, "node", c->node,
                                         "kind", kind, "epoch", (json_int_t)c->epoch, "args", args));
+        if (c->action != MRD_ACT_REJOIN)
+            continue;
+        /* Every other replica follows the new primary too (a reload, no
+         * restart), or it would keep streaming from the old one. */
+        const mrd__member_cfg *leader = mrd__member_by_node(s, c->leader_node);
+        for (size_t k = 0; k < s->nmembers; k++) {
+            const mrd__member_cfg *o = &s->members[k];
+            if (strcmp(o->node, c->node) == 0 || strcmp(o->node, c->leader_node) == 0)
+                continue;
+            char id[MRD_OP_CMD_ID_MAX + MRD_NAME_MAX];
+            snprintf(id, sizeof(id), "%s/rejoin/follow-%s", op->id, o->node);
+            json_array_append_new(
+                rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:{s:s, s:s, s:b, s:s}}", "id", id,
+                                "service", s->name, "member", o->name, "node", o->node, "kind",
+                                "rejoin", "epoch", (json_int_t)c->epoch, "args", "leader_node",
+                                c->leader_node, "primary_conninfo", leader ? leader->conninfo : "",
+                                "follow", 1, "operation", op->id));
+        }
     }
     return rows;
 }

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Meridian on one machine: three regions on loopback, and a leader failover.
+# Meridian on one machine: three regions on loopback, a planned switchover,
+# an unplanned failover of the database, and a leader controller failover.
 #
 # What it does, step by step (each step prints what it does):
 #   1. installs the Debian packages that are missing (tests/lib/deps.sh)
 #   2. builds Meridian in build/ (cmake)
 #   3. starts a throw-away PostgreSQL store on 127.0.0.1 (tests/lib/servers.sh)
-#   4. starts three controllers, regions eu, us and ap, on free loopback ports
-#   5. shows who leads (GET /v1/status of every controller)
-#   6. SIGKILLs the leader and shows the new leader, with a higher term
-#   7. restarts the killed controller: it comes back as a follower
-#   8. stops everything it started and removes its files (also on Ctrl-C or error)
+#   4. deploy/demo.py: PostgreSQL in eu (primary), us and ap (streaming
+#      replicas), an agent and a controller per region; a client writing every
+#      20 ms; a switchover eu -> us; SIGKILL of us's node and the automatic
+#      failover; SIGKILL of the leader controller and the new leader
+#   5. stops everything it started and removes its files (also on Ctrl-C or error)
+#
+#   MERIDIAN_DEMO_PROFILE=default ./deploy/demo.sh   the default policy (slower, wider margins)
+#   MERIDIAN_DEMO_LEASE_ONLY=1 ./deploy/demo.sh      only the controllers' leader failover
 #
 #   ./deploy/demo.sh
 #   MERIDIAN_DEMO_HOLD=1 ./deploy/demo.sh    keep it running at the end until Ctrl-C
@@ -272,9 +276,14 @@ trap 'exit 130' INT TERM
 demo_install
 demo_build
 demo_store
-demo_controllers
-demo_show_leader
-demo_kill_leader
-demo_restart_killed
-demo_hold
+if [ -n "${MERIDIAN_DEMO_LEASE_ONLY:-}" ]; then
+    demo_controllers
+    demo_show_leader
+    demo_kill_leader
+    demo_restart_killed
+    demo_hold
+else
+    step "4. three regions with data, switchover and failover (deploy/demo.py)"
+    MERIDIAN_BUILD_DIR=$BUILD "$PY" deploy/demo.py
+fi
 step "done"

@@ -32,13 +32,20 @@
  * answer (200)
  *   {"recorded": true,                 the store committed this heartbeat
  *    "heartbeat_ms": 1000,             interval the agent should use
- *    "services": {"orders": {"epoch": 7, "primary_region": "eu",
+ *    "services": {"orders": {"epoch": 7, "primary_region": "eu", "primary_member": "orders-eu-1",
  *                            "primary_position": 123456}},
  *    "commands": [{"id": "c-18", "service": "orders", "member": "orders-eu-1",
  *                  "kind": "fence|unfence|promote|rejoin", "epoch": 8,
  *                  "args": {"primary_conninfo": "..."}}],
  *    "ack": ["c-17"]}                  results the controller has stored: stop
  *                                      reporting them
+ *
+ * POKE  POST /v1/agent/poke   (agent port; Bearer <controller's agent token>)
+ *
+ * request  {"commands": [...]}         the node's pending commands, as in an
+ *                                      answer; the agent handles them and
+ *                                      sends a heartbeat ("urgent") at once
+ * answer   {"ok": true, "accepted": 2}
  *
  * PEER LEASE  POST /v1/peer/lease   (agent port; Bearer <peer token>, role agent)
  *
@@ -197,6 +204,10 @@ typedef struct {
     int64_t epoch;
     char primary_region[MRD_PROTO_NAME_MAX]; /* "": none (null on the wire) */
     int64_t primary_position;                /* 0: unknown */
+    char primary_member[MRD_PROTO_NAME_MAX]; /* "": unknown (optional on the wire): the member
+                                                the store names primary; any other member that
+                                                finds itself a writable primary, and was not
+                                                promoted in this epoch, fences itself */
 } mrd_hb_service;
 
 typedef struct {
@@ -246,6 +257,11 @@ int mrd_hb_answer_from_json(const json_t *j, mrd_hb_answer *out, char *err, size
 int mrd_hb_request_parse(const char *text, size_t len, mrd_hb_request *out, char *err,
                          size_t errlen);
 int mrd_hb_answer_parse(const char *text, size_t len, mrd_hb_answer *out, char *err, size_t errlen);
+
+/* Decodes a poke body {"commands": [...]} into out->commands (the other
+ * fields of out stay zero). Same validation and results as
+ * mrd_hb_answer_from_json. */
+int mrd_hb_poke_from_json(const json_t *j, mrd_hb_answer *out, char *err, size_t errlen);
 
 /* Peer lease request (requester -> granter). */
 typedef struct {

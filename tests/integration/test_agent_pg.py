@@ -13,7 +13,9 @@ The tests share one set of clusters and agents and run in order:
   checks         postgresql/http/tcp/exec checks (timeout, output), tcp probes
   lease_epoch    a replica agent that has seen epoch N+1 refuses a lease of N,
                  also after a restart
-  fence          fence makes writes fail while reads work; unfence restores
+  fence          fence makes writes fail while reads work, its result carries
+                 the final position; unfence (pushed by a poke) restores; the
+                 result goes out in an urgent heartbeat with the agent's URL
   stale_epoch    a stale-epoch command is refused, also after an agent restart
   at_most_once   a command id is not executed twice across a restart
   failsafe       no recorded contact but every peer lease: stays writable
@@ -103,11 +105,14 @@ class FakeController:
 
             def reply(self, status, obj):
                 body = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the agent gave up (timeout, stop): it will ask again
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -160,6 +165,14 @@ class FakeController:
             for m in beats[-1][1].get("members", []):
                 if m["name"] == member:
                     return m
+        return None
+
+    def beat_with_result(self, node, cid):
+        """The first heartbeat of node that reported the result of cid."""
+        with self.lock:
+            for _, b in self.beats.get(node, []):
+                if any(r["id"] == cid for r in b.get("results", [])):
+                    return b
         return None
 
     def last_beat(self, node):
@@ -334,6 +347,7 @@ def lease_epoch():
 def fence():
     e = env()
     assert write_works(e.p)
+    m_before = member(e, "a", "orders-a")
     e.ctl.command("a", "fence-1", "orders", "orders-a", "fence", 2)
     res = e.ctl.result("fence-1")
     assert res["status"] == "done", res
@@ -341,9 +355,21 @@ def fence():
     assert e.p.sql_value("SELECT count(*) FROM t") > 0, "reads must work"
     wait_until(lambda: (m := member(e, "a", "orders-a")) and m["fenced"]
                and m["role"] == "fenced", 10, what="heartbeat to report fenced")
-    e.ctl.command("a", "unfence-1", "orders", "orders-a", "unfence", 2)
+    # the final position of the fenced primary comes with the result
+    assert res["position"] >= m_before["position"] > 0, (res, m_before)
+    # unfence through a poke (the leader pushes a command): not in any answer
+    st, ans = http_json("POST", e.a.url + "/v1/agent/poke",
+                        {"commands": [{"id": "unfence-1", "service": "orders",
+                                       "member": "orders-a", "kind": "unfence", "epoch": 2}]},
+                        PEER_TOKEN)
+    assert st == 200 and ans["accepted"] == 1, (st, ans)
     res = e.ctl.result("unfence-1")
     assert res["status"] == "done", res
+    beat = e.ctl.beat_with_result("a", "unfence-1")
+    assert beat["urgent"] is True and beat["api_url"] == e.a.url, beat
+    st, ans = http_json("POST", e.a.url + "/v1/agent/poke", {"commands": [{"id": "x"}]},
+                        PEER_TOKEN)
+    assert st == 400 and "commands[0].service" in ans["error"]["message"], (st, ans)
     wait_until(lambda: write_works(e.p), 10, what="writes after unfence")
     wait_until(lambda: (m := member(e, "a", "orders-a")) and not m["fenced"]
                and m["role"] == "primary", 10, what="heartbeat to report primary")

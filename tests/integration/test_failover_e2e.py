@@ -5,7 +5,8 @@
                   acknowledged write is lost, and at no sample were two
                   members writable
   failover        SIGKILL eu's PostgreSQL and agent: the controller fails
-                  over to a replica by itself and the writer resumes on it
+                  over to a replica by itself and the writer resumes on it;
+                  when eu comes back its agent fences it (superseded)
 """
 
 import time
@@ -59,6 +60,23 @@ def switchover():
     svc = d.service()
     assert svc["primary_region"] == "us", svc
     assert svc["epoch"] >= 2, svc
+    # the other replica now streams from the new primary (rejoin step: follow)
+    h.wait_until(lambda: d.pg["ap"].sql_value("SELECT sender_port FROM pg_stat_wal_receiver")
+                 == d.pg["us"].port, 30, what="ap streams from us")
+    # /metrics (open, Prometheus text format) tells the same from the leader
+    leader = d.leader()
+    import urllib.request
+    text = urllib.request.urlopen(leader.url + "/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, value = line.rsplit(" ", 1)
+        samples[name] = float(value)
+    assert samples.get("meridian_is_leader") == 1.0, text
+    assert samples.get('meridian_service_epoch{service="orders"}') == float(svc["epoch"]), text
+    assert samples.get('meridian_service_primary{service="orders",region="us"}') == 1.0, text
+    assert "# TYPE meridian_heartbeats_total counter" in text, text
 
 
 @test
@@ -84,6 +102,14 @@ def failover_after_kill():
     op = d.latest_operation()
     assert op and op["kind"] == "failover", op
     assert op["actor"] == "meridian", op
+    # The old primary comes back (crash recovery makes it a writable primary
+    # again): its agent learns that the store names another primary in a
+    # newer epoch and fences it at once.
+    d.pg["eu"].start()
+    d.agents["eu"].start()
+    h.wait_until(lambda: "eu" not in d.writable(), 20, what="the returning old primary fenced")
+    assert "superseded" in d.agents["eu"].proc.log_text(), "fenced for another reason"
+    assert d.writable() == ["us"], d.writable()
 
 
 if __name__ == "__main__":

@@ -145,3 +145,17 @@ Test(agent_config, errors_name_the_key)
     expect_error(BASE ",\"probes\":[{\"region\":\"us\",\"kind\":\"exec\",\"target\":\"x\"}]",
                  "probes[0].kind");
 }
+
+Test(agent_config, shipped_example_loads)
+{
+    char path[1024], err[512];
+    const char *here = __FILE__; /* .../tests/unit/test_agent_config.c */
+    const char *cut = strstr(here, "tests/unit/");
+    cr_assert_not_null(cut);
+    snprintf(path, sizeof(path), "%.*sdeploy/agent.example.json", (int)(cut - here), here);
+    mrd__agent_config cfg;
+    cr_assert_eq(mrd__agent_config_load(&cfg, path, err, sizeof(err)), 0, "%s: %s", path, err);
+    cr_assert_eq(cfg.nmembers, 1);
+    cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_READ_ONLY);
+    mrd__agent_config_free(&cfg);
+}

@@ -69,7 +69,7 @@ Test(epoch_store, stale_command_refused_also_after_reopen)
     cr_assert_eq(mrd__epoch_store_begin(s, "c1", "orders", 4, &rec), 0);
     cr_assert_eq(rec.state, MRD__CMD_STARTED);
     cr_assert_eq(mrd__epoch_store_epoch(s, "orders"), 4, "a command's epoch is observed");
-    cr_assert_eq(mrd__epoch_store_finish(s, "c1", MRD__CMD_DONE, NULL), 0);
+    cr_assert_eq(mrd__epoch_store_finish(s, "c1", MRD__CMD_DONE, NULL, 0), 0);
     mrd__epoch_store_close(s);
 
     s = open_store(0);
@@ -90,7 +90,7 @@ Test(epoch_store, id_executed_at_most_once_across_reopen)
     mrd__epoch_store *s = open_store(0);
     mrd__cmd_record rec;
     cr_assert_eq(mrd__epoch_store_begin(s, "c1", "orders", 1, NULL), 0);
-    cr_assert_eq(mrd__epoch_store_finish(s, "c1", MRD__CMD_FAILED, "boom"), 0);
+    cr_assert_eq(mrd__epoch_store_finish(s, "c1", MRD__CMD_FAILED, "boom", 77), 0);
     /* c2 started but the agent "crashes" before finish */
     cr_assert_eq(mrd__epoch_store_begin(s, "c2", "orders", 1, NULL), 0);
     mrd__epoch_store_close(s);
@@ -99,11 +99,12 @@ Test(epoch_store, id_executed_at_most_once_across_reopen)
     cr_assert_eq(mrd__epoch_store_begin(s, "c1", "orders", 1, &rec), MRD_EEXISTS);
     cr_assert_eq(rec.state, MRD__CMD_FAILED);
     cr_assert_str_eq(rec.error, "boom");
+    cr_assert_eq(rec.position, 77, "the position survives a restart");
     cr_assert_eq(mrd__epoch_store_begin(s, "c2", "orders", 1, &rec), MRD_EEXISTS);
     cr_assert_eq(rec.state, MRD__CMD_FAILED);
     cr_assert_str_eq(rec.error, "interrupted by an agent restart");
     cr_assert_eq(mrd__epoch_store_lookup(s, "c9", &rec), MRD_ENOTFOUND);
-    cr_assert_eq(mrd__epoch_store_finish(s, "c9", MRD__CMD_DONE, NULL), MRD_ENOTFOUND);
+    cr_assert_eq(mrd__epoch_store_finish(s, "c9", MRD__CMD_DONE, NULL, 0), MRD_ENOTFOUND);
     mrd__epoch_store_close(s);
 }
 

@@ -449,6 +449,18 @@ Test(protocol, encode_refuses_out_of_range_enum)
     mrd_hb_request_free(&r);
 }
 
+Test(protocol, long_map_key_not_repeated_in_error)
+{
+    char key[300], text[512], err[256];
+    memset(key, 'k', sizeof(key) - 1);
+    key[sizeof(key) - 1] = '\0';
+    snprintf(text, sizeof(text),
+             "{\"recorded\":true,\"heartbeat_ms\":1000,\"services\":{\"%s\":{}}}", key);
+    mrd_hb_answer a;
+    cr_assert_eq(mrd_hb_answer_parse(text, strlen(text), &a, err, sizeof(err)), MRD_EPARSE);
+    cr_assert_str_eq(err, "services: keys must be at most 127 bytes");
+}
+
 Test(protocol, request_api_url_urgent_and_result_position_round_trip)
 {
     const char *text = "{\"node\": \"n1\", \"region\": \"eu\", \"seq\": 3,"
@@ -474,4 +486,45 @@ Test(protocol, request_api_url_urgent_and_result_position_round_trip)
     const char *bad = "{\"node\": \"n1\", \"region\": \"eu\", \"seq\": 3, \"urgent\": 1}";
     cr_assert_eq(mrd_hb_request_parse(bad, strlen(bad), &r, err, sizeof(err)), MRD_EPARSE);
     cr_assert(strstr(err, "urgent") != NULL, "%s", err);
+}
+
+Test(protocol, poke_commands)
+{
+    char err[256];
+    mrd_hb_answer a;
+    json_t *j = json_loads("{\"commands\":[{\"id\":\"1/fence/fence\",\"service\":\"orders\","
+                           "\"member\":\"m\",\"kind\":\"fence\",\"epoch\":2}]}",
+                           0, NULL);
+    cr_assert_eq(mrd_hb_poke_from_json(j, &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(a.ncommands, 1);
+    cr_assert_eq(a.commands[0].kind, MRD_CMD_FENCE);
+    cr_assert_eq(a.recorded, 0);
+    mrd_hb_answer_free(&a);
+    json_decref(j);
+    j = json_loads("{\"commands\":[{\"id\":\"x\"}]}", 0, NULL);
+    cr_assert_eq(mrd_hb_poke_from_json(j, &a, err, sizeof(err)), MRD_EPARSE);
+    cr_assert_str_eq(err, "commands[0].service: is required");
+    cr_assert_null(a.commands);
+    json_decref(j);
+    j = json_loads("[]", 0, NULL);
+    cr_assert_eq(mrd_hb_poke_from_json(j, &a, err, sizeof(err)), MRD_EPARSE);
+    json_decref(j);
+}
+
+Test(protocol, answer_primary_member_round_trip)
+{
+    const char *text = "{\"recorded\": true, \"heartbeat_ms\": 1000, \"services\": {\"orders\":"
+                       " {\"epoch\": 3, \"primary_region\": \"us\", \"primary_member\":"
+                       " \"orders-us\"}}, \"commands\": [], \"ack\": []}";
+    mrd_hb_answer a;
+    char err[256];
+    cr_assert_eq(mrd_hb_answer_parse(text, strlen(text), &a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(a.services[0].primary_member, "orders-us");
+    json_t *j = mrd_hb_answer_to_json(&a);
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(json_object_get(j, "services"), "orders"),
+                                          "primary_member")),
+        "orders-us");
+    json_decref(j);
+    mrd_hb_answer_free(&a);
 }
