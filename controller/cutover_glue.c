@@ -14,9 +14,10 @@
  * the epoch is wanted; MRD_ESTALE (a newer epoch stored) is a fencing event
  * and never retried. A required driver holds the step until its target
  * confirms; a best-effort one lets the step go once its first apply started
- * and keeps retrying in the background. Webhooks fire once per epoch when
- * the operation enters its dns step (the new primary is promoted and the
- * registry written), retried by the driver, then in rounds by this file.
+ * and keeps retrying in the background. Webhooks fire once per epoch and
+ * leader when an operation is in its dns (or rejoin) step or the store shows
+ * the primary region moved: the new primary is promoted and the registry
+ * step is over; retried by the driver, then in up to 10 rounds here.
  * All state is the leader's memory: losing the lease bumps a generation
  * that makes late callbacks harmless, and a new leader re-verifies and
  * re-applies the current epoch. Callbacks after close() only free memory.
@@ -415,6 +416,7 @@ static void state_reset(struct mrd__cutover *cut)
         cs->hooks.busy = 0;
         cs->hooks.want_epoch = cs->hooks.fired_epoch = cs->hooks.delivered_epoch = 0;
         cs->hooks.rounds = 0;
+        cs->hooks.baseline = 0;
         if (i < cut->ctl->nservices)
             service_fields(&cut->ctl->services[i], cs);
     }
@@ -473,6 +475,74 @@ static struct mrd__cutover *cut_init(mrd_ctl *ctl)
     return cut;
 }
 
+/* Webhooks of operations past their registry step, from the last snapshot:
+ * an op without a dns driver leaves the dns step in the tick that enters
+ * it, so the drive() calls alone could miss it. */
+static void hooks_from_snapshot(struct mrd__cutover *cut)
+{
+    mrd_ctl *ctl = cut->ctl;
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(ctl->snapshot, "operations"), i, row)
+    {
+        const char *step = json_string_value(json_object_get(row, "step"));
+        const char *name = json_string_value(json_object_get(row, "service"));
+        if (step == NULL || name == NULL || (strcmp(step, "dns") && strcmp(step, "rejoin")))
+            continue;
+        mrd__service *s = mrd__service_find(ctl, name);
+        mrd__cut_service *cs = s ? mrd__cut_service_of(ctl, s) : NULL;
+        if (cs == NULL || cs->hooks.drv == NULL)
+            continue;
+        mrd_op op;
+        if (mrd__op_from_json(json_object_get(row, "state"), &op) != 0)
+            continue;
+        json_t *id = json_object_get(row, "id");
+        snprintf(op.id, sizeof(op.id), "%lld", (long long)json_integer_value(id));
+        hooks_want(&cs->hooks, s, &op);
+    }
+}
+
+/* Webhooks of primary moves seen in the store: a service's primary region
+ * changes when its operation leaves the promote step; the first snapshot
+ * of a leadership is the baseline (a move before it was the previous
+ * leader's to announce, unless its operation is still running: above). */
+static void hooks_from_services(struct mrd__cutover *cut)
+{
+    mrd_ctl *ctl = cut->ctl;
+    size_t i;
+    json_t *row, *op;
+    json_array_foreach(json_object_get(ctl->snapshot, "services"), i, row)
+    {
+        const char *name = json_string_value(json_object_get(row, "name"));
+        const char *region = json_string_value(json_object_get(row, "primary_region"));
+        json_int_t epoch = json_integer_value(json_object_get(row, "epoch"));
+        mrd__service *s = name ? mrd__service_find(ctl, name) : NULL;
+        mrd__cut_service *cs = s ? mrd__cut_service_of(ctl, s) : NULL;
+        if (cs == NULL || cs->hooks.drv == NULL || region == NULL || epoch <= 0)
+            continue;
+        mrd__cut_hooks *h = &cs->hooks;
+        if (h->baseline && strcmp(h->seen_region, region) != 0 && (uint64_t)epoch > h->want_epoch) {
+            mrd_op o;
+            memset(&o, 0, sizeof(o));
+            o.epoch = (uint64_t)epoch;
+            snprintf(o.to_region, sizeof(o.to_region), "%s", region);
+            snprintf(o.from_region, sizeof(o.from_region), "%s", h->seen_region);
+            size_t k;
+            json_array_foreach(json_object_get(ctl->snapshot, "operations"), k, op)
+            {
+                const char *svc = json_string_value(json_object_get(op, "service"));
+                if (svc && strcmp(svc, name) == 0)
+                    snprintf(o.id, sizeof(o.id), "%lld",
+                             (long long)json_integer_value(json_object_get(op, "id")));
+            }
+            hooks_want(h, s, &o);
+        }
+        h->baseline = 1;
+        h->seen_epoch = (uint64_t)epoch;
+        snprintf(h->seen_region, sizeof(h->seen_region), "%s", region);
+    }
+}
+
 void mrd__cutover_cron(mrd_ctl *ctl, uint64_t now)
 {
     if (ctl->stopping)
@@ -491,6 +561,8 @@ void mrd__cutover_cron(mrd_ctl *ctl, uint64_t now)
     }
     if (!leader)
         return;
+    hooks_from_snapshot(cut);
+    hooks_from_services(cut);
     for (size_t i = 0; i < cut->nsvc; i++) {
         mrd__cut_service *cs = &cut->svc[i];
         mrd__cut_pump(cut, i, &cs->reg, now);

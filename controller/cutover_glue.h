@@ -59,6 +59,9 @@ typedef struct {
     uint64_t next_ms;
     char error[256];
     uint64_t delivered_total, failed_total;
+    int baseline; /* seen_* hold the service's primary as this leader first saw it */
+    uint64_t seen_epoch;
+    char seen_region[MRD_NAME_MAX];
 } mrd__cut_hooks;
 
 typedef struct {
