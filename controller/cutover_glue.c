@@ -475,6 +475,11 @@ static struct mrd__cutover *cut_init(mrd_ctl *ctl)
     return cut;
 }
 
+int mrd__cut_snapshot_fresh(const struct mrd__cutover *cut)
+{
+    return cut->ctl->snapshot != NULL && cut->ctl->snapshot_ms > cut->lead_snapshot_ms;
+}
+
 /* Webhooks of operations past their registry step, from the last snapshot:
  * an op without a dns driver leaves the dns step in the tick that enters
  * it, so the drive() calls alone could miss it. */
@@ -556,13 +561,16 @@ void mrd__cutover_cron(mrd_ctl *ctl, uint64_t now)
     if (leader != cut->leader) {
         state_reset(cut);
         cut->leader = leader;
+        cut->lead_snapshot_ms = ctl->snapshot_ms;
         if (leader)
             mrd_log(MRD_LOG_INFO, "cutover drivers: leader, re-verifying every service");
     }
     if (!leader)
         return;
-    hooks_from_snapshot(cut);
-    hooks_from_services(cut);
+    if (mrd__cut_snapshot_fresh(cut)) {
+        hooks_from_snapshot(cut);
+        hooks_from_services(cut);
+    }
     for (size_t i = 0; i < cut->nsvc; i++) {
         mrd__cut_service *cs = &cut->svc[i];
         mrd__cut_pump(cut, i, &cs->reg, now);

@@ -76,9 +76,10 @@ struct mrd__cutover {
     mrd_ctl *ctl;
     mrd__cut_service *svc; /* ctl->nservices entries */
     size_t nsvc;
-    mrd_http_client *http; /* etcd repair transactions */
-    uint64_t gen;          /* grows when leadership is lost: stale callbacks are ignored */
-    int leader;            /* leadership seen by the last cron */
+    mrd_http_client *http;     /* etcd repair transactions */
+    uint64_t gen;              /* grows when leadership is lost: stale callbacks are ignored */
+    int leader;                /* leadership seen by the last cron */
+    uint64_t lead_snapshot_ms; /* ctl->snapshot_ms when leadership began: older is stale */
     int closed;
     size_t pending; /* calls whose callback has not run yet */
 };
@@ -97,6 +98,9 @@ typedef struct {
 } mrd__cut_call;
 
 /* cutover_glue.c */
+/* 1 when ctl->snapshot was read during this leadership (not a leftover of
+ * an earlier one, which could name an old epoch). */
+int mrd__cut_snapshot_fresh(const struct mrd__cutover *cut);
 mrd__cut_service *mrd__cut_service_of(mrd_ctl *ctl, const mrd__service *s);
 /* Fills a target from a want (strings borrowed from w). */
 void mrd__cut_target(const mrd__service *s, const mrd__cut_want *w, mrd_cutover_target *t);

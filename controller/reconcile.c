@@ -68,6 +68,8 @@ static void read_done(const mrd_cutover_result *res, void *data)
     d->busy = 0;
     if (res->status == MRD_ECLOSED)
         return;
+    if (d->want.epoch > w.epoch) /* an operation wants a newer epoch meanwhile */
+        return;
     if (res->status != 0 && res->status != MRD_EPARSE) {
         snprintf(d->error, sizeof(d->error), "read: %s", res->message);
         uint64_t again = cs->reconcile_interval_ms < 2000 ? cs->reconcile_interval_ms : 2000;
@@ -141,6 +143,8 @@ void mrd__reconcile_service(struct mrd__cutover *cut, size_t index, uint64_t now
     mrd_ctl *ctl = cut->ctl;
     mrd__service *s = &ctl->services[index];
     mrd__cut_service *cs = &cut->svc[index];
+    if (!mrd__cut_snapshot_fresh(cut))
+        return;
     json_t *row = snapshot_row(ctl, "services", s->name);
     if (row == NULL)
         return;
