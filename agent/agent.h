@@ -113,8 +113,9 @@ void mrd__agent_config_free(mrd__agent_config *cfg);
 
 typedef struct mrd__exec mrd__exec;
 /* status: exit code (>= 0), or -1 when killed (signal or timeout), -2 when
- * the program could not be started. output: stdout+stderr, truncated to
- * max_output bytes, NUL-terminated, valid during the callback. */
+ * the program could not be started. output: stdout+stderr, at most
+ * max_output bytes (a longer output keeps its head, "\n...\n" and its last
+ * max_output/2 bytes), NUL-terminated, valid during the callback. */
 typedef void (*mrd__exec_cb)(int status, int timed_out, const char *output, void *data);
 
 /* Starts argv[0] (a path) with the agent's environment plus env (NULL-

@@ -1,7 +1,8 @@
 /*
  * Child processes for exec checks, fence/unfence/promote commands of exec
  * members and the rejoin hook: uv_spawn in a new process group, stdout and
- * stderr into one pipe, output kept up to max_output bytes (the rest is read
+ * stderr into one buffer, output kept up to max_output bytes: its head and,
+ * when it is longer, "..." and its last bytes (the rest is read
  * and dropped so the child never blocks on a full pipe), a timer that kills
  * the whole group with SIGKILL after timeout_ms.
  *
@@ -30,8 +31,11 @@ struct mrd__exec {
     char rbuf[4096];
     mrd__exec_cb cb;
     void *data;
-    char *buf;
+    char *buf; /* the first max bytes of the output */
     size_t len, max;
+    char *ring;        /* the last rmax bytes beyond them */
+    size_t rmax, rpos; /* ring size, next write index */
+    uint64_t beyond;   /* bytes that did not fit in buf */
     int status;
     int timed_out;
     int exited, eofs, reported, spawned;
@@ -54,6 +58,7 @@ static void on_closed(uv_handle_t *h)
     if (--e->open > 0)
         return;
     free(e->buf);
+    free(e->ring);
     free_env(e->envp);
     free(e);
 }
@@ -68,6 +73,36 @@ static void close_all(mrd__exec *e)
         uv_close(hs[i], on_closed);
 }
 
+/* When the output overflowed, buf becomes its head, "\n...\n", and its last
+ * rmax bytes (where errors usually are); always NUL-terminated. */
+static void compose(mrd__exec *e)
+{
+    static const char mark[] = "\n...\n";
+    size_t mlen = sizeof(mark) - 1;
+    if (e->beyond == 0 || e->rmax == 0 || e->max < e->rmax + mlen) {
+        e->buf[e->len] = '\0';
+        return;
+    }
+    /* the stream's last rmax bytes: the end of buf, then the ring in order */
+    char *tail = malloc(e->rmax);
+    if (!tail) {
+        e->buf[e->len] = '\0';
+        return;
+    }
+    size_t from_ring = e->beyond < e->rmax ? (size_t)e->beyond : e->rmax;
+    size_t from_buf = e->rmax - from_ring;
+    memcpy(tail, e->buf + e->max - from_buf, from_buf);
+    size_t start = (e->rpos + e->rmax - from_ring) % e->rmax;
+    for (size_t i = 0; i < from_ring; i++)
+        tail[from_buf + i] = e->ring[(start + i) % e->rmax];
+    size_t keep = e->max - e->rmax - mlen;
+    memcpy(e->buf + keep, mark, mlen);
+    memcpy(e->buf + keep + mlen, tail, e->rmax);
+    e->len = e->max;
+    e->buf[e->len] = '\0';
+    free(tail);
+}
+
 static void report(mrd__exec *e)
 {
     if (e->reported)
@@ -76,7 +111,7 @@ static void report(mrd__exec *e)
     uv_timer_stop(&e->timer);
     uv_read_stop((uv_stream_t *)&e->out);
     uv_read_stop((uv_stream_t *)&e->err);
-    e->buf[e->len] = '\0';
+    compose(e);
     e->cb(e->status, e->timed_out, e->buf, e->data);
     close_all(e);
 }
@@ -96,6 +131,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         size_t take = (size_t)n < room ? (size_t)n : room;
         memcpy(e->buf + e->len, buf->base, take);
         e->len += take;
+        for (size_t i = take; i < (size_t)n && e->rmax > 0; i++) {
+            e->ring[e->rpos] = buf->base[i];
+            e->rpos = (e->rpos + 1) % e->rmax;
+        }
+        e->beyond += (size_t)n - take;
         return;
     }
     if (n < 0) {
@@ -184,9 +224,12 @@ int mrd__exec_start(uv_loop_t *loop, const char *const *argv, const char *const 
         return MRD_ENOMEM;
     e->max = max_output ? max_output : 4096;
     e->buf = malloc(e->max + 1);
+    e->rmax = e->max / 2;
+    e->ring = malloc(e->rmax + 1);
     e->envp = build_env(env);
-    if (!e->buf || !e->envp) {
+    if (!e->buf || !e->ring || !e->envp) {
         free(e->buf);
+        free(e->ring);
         free_env(e->envp);
         free(e);
         return MRD_ENOMEM;

@@ -1207,3 +1207,9 @@ int mrd_http_response_connected(const mrd_http_response *res)
 {
     return res && res->c && !res->c->closing;
 }
+
+void mrd_http_server_set_auth(mrd_http_server *srv, const mrd_auth *auth)
+{
+    if (srv && auth)
+        srv->opt.auth = auth;
+}

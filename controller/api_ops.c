@@ -464,31 +464,87 @@ static void op_created(int err, const char *id, const char *detail, void *data)
     free(c);
 }
 
+/* A start request, validated and parsed; the preconditions are checked by
+ * start_checked() once any Idempotency-Key has been looked up. */
 typedef struct {
     mrd_ctl *ctl;
     mrd_http_response *res;
     char service[MRD_NAME_MAX];
     mrd_op_kind kind;
-    char to_region[MRD_NAME_MAX], to_node[MRD_NAME_MAX];
+    char to[MRD_NAME_MAX]; /* requested target region, "" for any */
+    char expect_primary[MRD_NAME_MAX];
+    uint64_t expect_epoch; /* 0: no precondition */
     int force;
-    uint64_t expect_epoch;
     char actor[MRD_NAME_MAX];
     char reason[256];
     char key[128];
 } start_req;
 
-static void start_now(start_req *q)
+/* Checks the preconditions against the leader's view and starts the
+ * operation (the answer comes from op_created), or answers 409/422/503. */
+static void start_checked(start_req *q)
 {
-    mrd__service *s = mrd__service_find(q->ctl, q->service);
+    mrd_ctl *ctl = q->ctl;
+    mrd__service *s = mrd__service_find(ctl, q->service);
+    mrd_view *v = malloc(sizeof(*v));
+    mrd_decision *d = malloc(sizeof(*d));
     create_ctx *c = malloc(sizeof(*c));
-    if (s == NULL || c == NULL) {
+    uint64_t now;
+    if (s == NULL || v == NULL || d == NULL || c == NULL || mrd__view_build(ctl, s, v, &now) != 0) {
+        free(v);
+        free(d);
         free(c);
-        mrd_http_respond_error(q->res, 500, "internal", "service vanished");
+        mrd_http_respond_error(q->res, 503, "no_view", "the leader has no view of the service yet");
+        return;
+    }
+    const char *to = q->to[0] ? q->to : NULL;
+    char msg[400];
+    int status = 0;
+    const char *code = "conflict";
+    if (q->expect_primary[0] && strcmp(q->expect_primary, v->primary_region) != 0) {
+        status = 409;
+        snprintf(msg, sizeof(msg), "expect_primary: the primary is in %s, not %s",
+                 v->primary_region, q->expect_primary);
+    } else if (q->expect_epoch && q->expect_epoch != v->epoch) {
+        status = 409;
+        snprintf(msg, sizeof(msg), "expect_epoch: the epoch is %llu, not %llu",
+                 (unsigned long long)v->epoch, (unsigned long long)q->expect_epoch);
+    } else if (find_running(ctl, s->name)) {
+        status = 409;
+        snprintf(msg, sizeof(msg), "an operation is already running for this service");
+    } else if (to && strcmp(to, v->primary_region) == 0) {
+        status = 409;
+        code = "already_primary";
+        snprintf(msg, sizeof(msg), "the primary is already in %s", to);
+    }
+    if (status == 0) {
+        mrd_decide_plan(v, &s->policy, now, to, q->force, d);
+        if (q->kind == MRD_OP_SWITCHOVER && d->primary_state != MRD_REASON_OK) {
+            status = 422;
+            code = "primary_unhealthy";
+            snprintf(msg, sizeof(msg),
+                     "the primary is not healthy (%s): a switchover needs it to fence and hand "
+                     "over; use a failover",
+                     mrd_reason_name(d->primary_state));
+        } else if (d->kind != MRD_DECISION_FAILOVER &&
+                   !(d->kind == MRD_DECISION_WAIT && q->kind == MRD_OP_FAILOVER)) {
+            status = 422;
+            code = mrd_reason_name(d->reason);
+            snprintf(msg, sizeof(msg), "%s", d->text);
+        }
+    }
+    if (status != 0) {
+        free(v);
+        free(d);
+        free(c);
+        mrd_http_respond_error(q->res, status, code, msg);
         return;
     }
     c->res = q->res;
-    mrd__op_create(q->ctl, s, q->kind, q->to_region, q->to_node, q->force, q->expect_epoch,
-                   q->actor, q->reason, q->key[0] ? q->key : NULL, op_created, c);
+    mrd__op_create(ctl, s, q->kind, d->target_region, d->target_node, q->force, v->epoch, q->actor,
+                   q->reason, q->key[0] ? q->key : NULL, op_created, c);
+    free(v);
+    free(d);
 }
 
 static void idem_done(int err, PGresult *r, void *data)
@@ -501,7 +557,7 @@ static void idem_done(int err, PGresult *r, void *data)
     } else if (err != 0) {
         mrd_http_respond_error(q->res, 503, "store_unavailable", "store is not reachable");
     } else {
-        start_now(q);
+        start_checked(q);
     }
     free(q);
 }
@@ -546,62 +602,8 @@ static void h_start(mrd_http_request *req, mrd_http_response *res, mrd_ctl *ctl,
         json_decref(body);
         return;
     }
-    mrd_view *v = malloc(sizeof(*v));
-    mrd_decision *d = malloc(sizeof(*d));
-    uint64_t now;
-    if (v == NULL || d == NULL || mrd__view_build(ctl, s, v, &now) != 0) {
-        free(v);
-        free(d);
-        json_decref(body);
-        mrd_http_respond_error(res, 503, "no_view", "the leader has no view of the service yet");
-        return;
-    }
-    char msg[400];
-    int status = 0;
-    const char *code = "conflict";
-    if (expect_primary && strcmp(expect_primary, v->primary_region) != 0) {
-        status = 409;
-        snprintf(msg, sizeof(msg), "expect_primary: the primary is in %s, not %s",
-                 v->primary_region, expect_primary);
-    } else if (expect_epoch && (uint64_t)expect_epoch != v->epoch) {
-        status = 409;
-        snprintf(msg, sizeof(msg), "expect_epoch: the epoch is %llu, not %lld",
-                 (unsigned long long)v->epoch, (long long)expect_epoch);
-    } else if (find_running(ctl, s->name)) {
-        status = 409;
-        snprintf(msg, sizeof(msg), "an operation is already running for this service");
-    } else if (to && strcmp(to, v->primary_region) == 0) {
-        status = 409;
-        code = "already_primary";
-        snprintf(msg, sizeof(msg), "the primary is already in %s", to);
-    }
-    if (status == 0) {
-        mrd_decide_plan(v, &s->policy, now, to, force, d);
-        if (kind == MRD_OP_SWITCHOVER && d->primary_state != MRD_REASON_OK) {
-            status = 422;
-            code = "primary_unhealthy";
-            snprintf(msg, sizeof(msg),
-                     "the primary is not healthy (%s): a switchover needs it to fence and hand "
-                     "over; use a failover",
-                     mrd_reason_name(d->primary_state));
-        } else if (d->kind != MRD_DECISION_FAILOVER &&
-                   !(d->kind == MRD_DECISION_WAIT && kind == MRD_OP_FAILOVER)) {
-            status = 422;
-            code = mrd_reason_name(d->reason);
-            snprintf(msg, sizeof(msg), "%s", d->text);
-        }
-    }
-    if (status != 0) {
-        free(v);
-        free(d);
-        json_decref(body);
-        mrd_http_respond_error(res, status, code, msg);
-        return;
-    }
     start_req *q = calloc(1, sizeof(*q));
     if (q == NULL) {
-        free(v);
-        free(d);
         json_decref(body);
         mrd_http_respond_error(res, 500, "out_of_memory", "out of memory");
         return;
@@ -610,10 +612,11 @@ static void h_start(mrd_http_request *req, mrd_http_response *res, mrd_ctl *ctl,
     q->res = res;
     q->kind = kind;
     q->force = force;
-    q->expect_epoch = v->epoch;
+    q->expect_epoch = (uint64_t)expect_epoch;
     snprintf(q->service, sizeof(q->service), "%s", s->name);
-    snprintf(q->to_region, sizeof(q->to_region), "%s", d->target_region);
-    snprintf(q->to_node, sizeof(q->to_node), "%s", d->target_node);
+    snprintf(q->to, sizeof(q->to), "%s", to ? to : "");
+    snprintf(q->expect_primary, sizeof(q->expect_primary), "%s",
+             expect_primary ? expect_primary : "");
     snprintf(q->actor, sizeof(q->actor), "%s", mrd_http_request_principal(req));
     snprintf(q->reason, sizeof(q->reason), "%s",
              reason ? reason
@@ -621,9 +624,9 @@ static void h_start(mrd_http_request *req, mrd_http_response *res, mrd_ctl *ctl,
     const char *key = mrd_http_request_header(req, "Idempotency-Key");
     if (key)
         snprintf(q->key, sizeof(q->key), "%s", key);
-    free(v);
-    free(d);
     json_decref(body);
+    /* A retry with the key gets the operation it started, whatever the
+     * topology became since (running: a conflict; done: already primary). */
     if (q->key[0]) {
         const char *params[1] = {q->key};
         if (mrd_pg_query(ctl->pg, "SELECT id FROM meridian.operations WHERE idempotency_key = $1",
@@ -633,7 +636,7 @@ static void h_start(mrd_http_request *req, mrd_http_response *res, mrd_ctl *ctl,
         }
         return;
     }
-    start_now(q);
+    start_checked(q);
     free(q);
 }
 

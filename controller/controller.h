@@ -83,6 +83,7 @@ typedef struct {
     uint64_t driver_retry_ms;
     uint64_t reconcile_interval_ms; /* read-back of dns/registry; 0: default 30 s */
     int repair_drift;               /* write the desired state back on drift */
+    uint64_t unfence_sent_ms; /* last recovery unfence of a self-fenced primary (store clock) */
 } mrd__service;
 
 /* Heartbeat ingest (controller/ingest.c). */
@@ -143,7 +144,8 @@ typedef struct mrd_ctl {
     struct mrd__cutover *cutover; /* cutover drivers (controller/cutover_glue.c) */
 
     uv_timer_t cron; /* the one periodic timer (serverCron style) */
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    const char *config_path; /* for reloads */
     int stopping;
     int exit_code;
 } mrd_ctl;
@@ -193,6 +195,14 @@ const mrd__member_cfg *mrd__member_by_region(const mrd__service *s, const char *
 int mrd__region_priority(const mrd_ctl *ctl, const char *region);
 /* Writes regions and services into the store (guarded by the lease). */
 void mrd__services_sync(mrd_ctl *ctl);
+
+/* Copies the run-time state of a service (last decision, cutover progress)
+ * into its counterpart of a reloaded configuration. */
+void mrd__service_carry(mrd__service *to, const mrd__service *from);
+
+/* controller/reload.c: SIGHUP. Returns 0 when the new file was applied, -1
+ * when it was refused (logged; the running configuration stays). */
+int mrd__reload(mrd_ctl *ctl, const char *path);
 
 /* controller/tick.c */
 void mrd__tick_cron(mrd_ctl *ctl, uint64_t now);

@@ -21,6 +21,8 @@
  * All state is the leader's memory: losing the lease bumps a generation
  * that makes late callbacks harmless, and a new leader re-verifies and
  * re-applies the current epoch. Callbacks after close() only free memory.
+ * A configuration reload (which replaces ctl->services) is noticed by the
+ * next cron: the old state is closed and rebuilt from the new configuration.
  */
 #include <inttypes.h>
 #include <openssl/rand.h>
@@ -55,10 +57,15 @@ uint64_t mrd__cut_backoff(uint32_t failures)
     return d / 2 + rnd % (d / 2 + 1);
 }
 
+int mrd__cut_stale(const struct mrd__cutover *cut)
+{
+    return cut->closed || cut->ctl->services != cut->services;
+}
+
 mrd__cut_service *mrd__cut_service_of(mrd_ctl *ctl, const mrd__service *s)
 {
     struct mrd__cutover *cut = ctl->cutover;
-    if (cut == NULL || cut->closed || s < ctl->services || s >= ctl->services + cut->nsvc)
+    if (cut == NULL || mrd__cut_stale(cut) || s < ctl->services || s >= ctl->services + cut->nsvc)
         return NULL;
     return &cut->svc[s - ctl->services];
 }
@@ -127,7 +134,7 @@ static void cut_free(struct mrd__cutover *cut)
 int mrd__cut_call_end(mrd__cut_call *c)
 {
     struct mrd__cutover *cut = c->cut;
-    int ignore = cut->closed || c->gen != cut->gen;
+    int ignore = mrd__cut_stale(cut) || c->gen != cut->gen;
     cut->pending--;
     free(c->etcd_body);
     c->etcd_body = NULL;
@@ -454,6 +461,7 @@ static struct mrd__cutover *cut_init(mrd_ctl *ctl)
         return NULL;
     }
     cut->ctl = ctl;
+    cut->services = ctl->services;
     cut->nsvc = ctl->nservices;
     cut->gen = 1;
     for (size_t i = 0; i < ctl->nservices; i++) {
@@ -552,6 +560,12 @@ void mrd__cutover_cron(mrd_ctl *ctl, uint64_t now)
 {
     if (ctl->stopping)
         return;
+    if (ctl->cutover != NULL && mrd__cut_stale(ctl->cutover)) {
+        /* Reloaded configuration: drivers and state are rebuilt from it, as
+         * for a new leader (re-verify, re-apply; idempotent). */
+        mrd__cutover_close(ctl);
+        mrd_log(MRD_LOG_INFO, "cutover drivers rebuilt from the reloaded configuration");
+    }
     if (ctl->cutover == NULL && ctl->loop != NULL)
         ctl->cutover = cut_init(ctl);
     struct mrd__cutover *cut = ctl->cutover;
@@ -753,7 +767,7 @@ json_t *mrd__cutover_json(mrd_ctl *ctl, const mrd__service *s)
 void mrd__cutover_metrics(mrd_ctl *ctl, mrd_metrics_buf *b)
 {
     struct mrd__cutover *cut = ctl->cutover;
-    if (cut == NULL || cut->closed || !cut->leader)
+    if (cut == NULL || mrd__cut_stale(cut) || !cut->leader)
         return;
     static const struct {
         const char *name, *help;

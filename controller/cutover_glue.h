@@ -74,7 +74,8 @@ typedef struct {
 
 struct mrd__cutover {
     mrd_ctl *ctl;
-    mrd__cut_service *svc; /* ctl->nservices entries */
+    mrd__cut_service *svc;  /* ctl->nservices entries */
+    mrd__service *services; /* ctl->services when built: a reload swaps it (then stale) */
     size_t nsvc;
     mrd_http_client *http;     /* etcd repair transactions */
     uint64_t gen;              /* grows when leadership is lost: stale callbacks are ignored */
@@ -109,7 +110,11 @@ const char *mrd__cut_endpoint(const mrd__service *s, const char *region, char *b
 /* Starts an apply of d->want if due. */
 void mrd__cut_pump(struct mrd__cutover *cut, size_t index, mrd__cut_driver *d, uint64_t now);
 mrd__cut_call *mrd__cut_call_new(struct mrd__cutover *cut, size_t index, mrd__cut_driver *d);
-/* Releases a call; returns 1 when its result must be ignored (closed, stale). */
+/* 1 when the state no longer matches the controller: closed, or the
+ * configuration was reloaded (ctl->services replaced). */
+int mrd__cut_stale(const struct mrd__cutover *cut);
+/* Releases a call; returns 1 when its result must be ignored (closed,
+ * reloaded, or from an earlier leadership). */
 int mrd__cut_call_end(mrd__cut_call *c);
 /* Backoff after a failure: base 200 ms, doubling, capped at 5 s, jittered. */
 uint64_t mrd__cut_backoff(uint32_t failures);

@@ -121,7 +121,16 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&ctl->cron, close_cb);
     uv_close((uv_handle_t *)&ctl->sig_term, close_cb);
     uv_close((uv_handle_t *)&ctl->sig_int, close_cb);
+    uv_close((uv_handle_t *)&ctl->sig_hup, close_cb);
     mrd__lease_release(ctl, released, ctl);
+}
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+    mrd_ctl *ctl = s->data;
+    (void)signum;
+    if (!ctl->stopping)
+        mrd__reload(ctl, ctl->config_path);
 }
 
 static int run(mrd_ctl *ctl)
@@ -177,6 +186,9 @@ static int run(mrd_ctl *ctl)
     ctl->sig_term.data = ctl->sig_int.data = ctl;
     uv_signal_start(&ctl->sig_term, on_signal, SIGTERM);
     uv_signal_start(&ctl->sig_int, on_signal, SIGINT);
+    uv_signal_init(ctl->loop, &ctl->sig_hup);
+    ctl->sig_hup.data = ctl;
+    uv_signal_start(&ctl->sig_hup, on_hup, SIGHUP);
     uv_run(ctl->loop, UV_RUN_DEFAULT);
     mrd_log(MRD_LOG_INFO, "controller stopped");
     return ctl->exit_code;
@@ -246,6 +258,7 @@ int main(int argc, char **argv)
         return rc == 0 ? 0 : 1;
     }
     ctl.loop = uv_default_loop();
+    ctl.config_path = path;
     rc = run(&ctl);
     uv_loop_close(ctl.loop);
     free(ctl.routes);

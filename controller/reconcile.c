@@ -218,7 +218,11 @@ static void repair_http_cb(const mrd_http_client_result *r, void *data)
     mrd_cutover_observed obs;
     memset(&obs, 0, sizeof(obs));
     obs.epoch = -1;
-    mrd_cutover_result res = {0, "", NULL, (int)c->tried};
+    mrd_cutover_result res = {MRD_ECLOSED, "closed", NULL, (int)c->tried};
+    if (mrd__cut_stale(c->cut)) { /* the config c->d->cfg points into may be gone */
+        mrd__cut_apply_done(&res, c);
+        return;
+    }
     int rc = mrd__cutover_http_status(r, "etcd", msg, sizeof(msg));
     size_t n = json_array_size(json_object_get(c->d->cfg, "endpoints"));
     if ((rc == MRD_EHTTP || rc == MRD_ETIMEOUT) && r->status == 0 && c->tried < n &&

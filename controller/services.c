@@ -247,6 +247,20 @@ void mrd__services_free(mrd_ctl *ctl)
     ctl->nservices = ctl->nregions = 0;
 }
 
+void mrd__service_carry(mrd__service *to, const mrd__service *from)
+{
+    to->last = from->last;
+    to->has_last = from->has_last;
+    memcpy(to->last_alert, from->last_alert, sizeof(to->last_alert));
+    to->registry_epoch = from->registry_epoch;
+    to->dns_epoch = from->dns_epoch;
+    to->registry_attempts = from->registry_attempts;
+    to->dns_attempts = from->dns_attempts;
+    memcpy(to->registry_error, from->registry_error, sizeof(to->registry_error));
+    memcpy(to->dns_error, from->dns_error, sizeof(to->dns_error));
+    to->driver_retry_ms = from->driver_retry_ms;
+}
+
 mrd__service *mrd__service_find(mrd_ctl *ctl, const char *name)
 {
     for (size_t i = 0; i < ctl->nservices; i++)

@@ -294,8 +294,8 @@ static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_o
             const mrd__member_cfg *o = &s->members[k];
             if (strcmp(o->node, c->node) == 0 || strcmp(o->node, c->leader_node) == 0)
                 continue;
-            char id[MRD_OP_CMD_ID_MAX + MRD_NAME_MAX];
-            snprintf(id, sizeof(id), "%s/rejoin/follow-%s", op->id, o->node);
+            char id[MRD_OP_CMD_ID_MAX];
+            snprintf(id, sizeof(id), "%.40s/rejoin/follow-%zu", op->id, k);
             json_array_append_new(
                 rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:{s:s, s:s, s:b, s:s}}", "id", id,
                                 "service", s->name, "member", o->name, "node", o->node, "kind",
@@ -703,8 +703,66 @@ void mrd__op_create(mrd_ctl *ctl, mrd__service *s, mrd_op_kind kind, const char 
 
 /* ---- the tick ---------------------------------------------------------- */
 
+#define UNFENCE_RETRY_MS 5000
+
+/* A primary that fenced itself (isolated from the store and a peer) stays
+ * read-only until told otherwise. When it is the member the store names
+ * primary, in the current epoch, and it is heard from again (its contact is
+ * recorded), no one else can be writable: the leader unfences it rather
+ * than failing over. Returns 1 when it sent (or recently sent) an unfence;
+ * the decision is skipped then. */
+static int recover_self_fenced(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, uint64_t now)
+{
+    const mrd_view_member *p = NULL;
+    for (size_t i = 0; i < v->nmembers; i++)
+        if (strcmp(v->members[i].node, v->primary_node) == 0)
+            p = &v->members[i];
+    if (p == NULL || !p->fenced || p->last_seen_ms == 0 ||
+        p->last_seen_ms + s->policy.node_timeout_ms <= now)
+        return 0;
+    if (p->role != MRD_ROLE_FENCED && p->role != MRD_ROLE_PRIMARY)
+        return 0;
+    if (s->unfence_sent_ms && now < s->unfence_sent_ms + UNFENCE_RETRY_MS)
+        return 1;
+    const mrd__member_cfg *m = mrd__member_by_node(s, p->node);
+    if (m == NULL)
+        return 0;
+    s->unfence_sent_ms = now;
+    char id[MRD_OP_CMD_ID_MAX];
+    /* Ids travel to agents and stay short (at most 63 bytes). */
+    snprintf(id, sizeof(id), "rcv/%llx/%llx/%.20s", (unsigned long long)now,
+             (unsigned long long)v->epoch, s->name);
+    json_t *rows =
+        json_pack("[{s:s, s:s, s:s, s:s, s:s, s:I, s:{s:s}}]", "id", id, "service", s->name,
+                  "member", m->name, "node", m->node, "kind", "unfence", "epoch",
+                  (json_int_t)v->epoch, "args", "reason", "self-fenced primary heard from again");
+    char *text = json_dumps(rows, JSON_COMPACT);
+    char term[32];
+    snprintf(term, sizeof(term), "%lld", (long long)ctl->lease.term);
+    const char *params[3] = {ctl->cfg.name, term, text ? text : "[]"};
+    mrd_pg_query(
+        ctl->pg,
+        "INSERT INTO meridian.commands (id, service, member, node, kind, epoch, args, term)"
+        " SELECT x.id, x.service, x.member, x.node, x.kind, x.epoch, x.args, $2::bigint"
+        " FROM jsonb_to_recordset($3::jsonb) AS x(id text, service text, member text,"
+        "  node text, kind text, epoch bigint, args jsonb)"
+        " WHERE meridian.is_leader($1, $2::bigint) ON CONFLICT (id) DO NOTHING",
+        3, params, issue_done, NULL);
+    free(text);
+    cache_commands(ctl, rows);
+    json_decref(rows);
+    mrd_log(MRD_LOG_WARN, "unfencing a self-fenced primary", MRD_S("service", s->name),
+            MRD_S("member", m->name), MRD_I("epoch", v->epoch));
+    mrd__event(ctl, "unfence", s->name, "meridian",
+               "the primary had fenced itself and is heard from again: unfenced",
+               json_pack("{s:s}", "member", m->name));
+    return 1;
+}
+
 static void auto_decide(mrd_ctl *ctl, mrd__service *s, mrd_view *v, uint64_t now)
 {
+    if (recover_self_fenced(ctl, s, v, now))
+        return;
     mrd_decision *d = malloc(sizeof(*d));
     if (d == NULL)
         return;

@@ -62,6 +62,10 @@ typedef struct {
  * nothing is left allocated on failure. */
 int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
                           const mrd_http_server_options *opt);
+/* Replaces the token table (configuration reload); requests already being
+ * handled keep the principal they were authenticated with. The caller keeps
+ * ownership of both tables and frees the old one after this call. */
+void mrd_http_server_set_auth(mrd_http_server *srv, const mrd_auth *auth);
 /* The port actually bound (useful with port 0). */
 int mrd_http_server_port(const mrd_http_server *srv);
 /* Graceful stop; done(arg) runs once every handle is closed and the server

@@ -4,6 +4,8 @@ PostgreSQL member (eu primary, us and ap streaming replicas), an agent and a
 controller, one store, one service "orders".
 
     d = Deployment(profile="default")     # builds configs, starts everything
+                                          # (rejoin=True: agents rejoin an old
+                                          # primary with deploy/hooks/pg-rejoin)
     d.wait_ready()                        # leader elected, every member reported
     d.writer_start()                          # a client writing every 20 ms
     d.switchover("us")                    # through the API, waits for the cutover
@@ -29,7 +31,8 @@ PEER_TOKEN = "meridian-test-peer-token-0123456789"
 class Deployment:
     def __init__(self, profile="default", policy=None, tmp=None, store=None,
                  heartbeat_ms=None, lease_ttl_ms=None, log_level="info", agent_extra=None,
-                 dns=None, registry=None, webhooks=None, service_extra=None):
+                 dns=None, registry=None, webhooks=None, service_extra=None,
+                 rejoin=False):
         self.tmp = tmp or h.TempDir("deploy")
         self.profile = profile
         fast = profile == "fast"
@@ -89,9 +92,7 @@ class Deployment:
                      "request_timeout_ms": min(1000, self.heartbeat_ms * 2),
                      "peer_tokens": [{"name": "peers", "token": PEER_TOKEN, "role": "agent"}],
                      "peers": peers,
-                     "members": [{"service": SERVICE, "name": "orders-" + r,
-                                  "kind": "postgresql", "conninfo": conn,
-                                  "promote_timeout_ms": 30000}],
+                     "members": [self._member_cfg(r, conn, rejoin)],
                      "checks": [{"name": "pg", "kind": "postgresql", "conninfo": conn,
                                  "interval_ms": max(100, self.heartbeat_ms // 2),
                                  "timeout_ms": max(100, self.heartbeat_ms // 2),
@@ -111,6 +112,17 @@ class Deployment:
 
     # -- set-up helpers
 
+    def _member_cfg(self, region, conn, rejoin):
+        """The agent's member entry; with rejoin, its data_dir and the
+        rejoin hook deploy/hooks/pg-rejoin (run by the agent as root: the
+        hook runs PostgreSQL's tools as user postgres itself)."""
+        m = {"service": SERVICE, "name": "orders-" + region, "kind": "postgresql",
+             "conninfo": conn, "promote_timeout_ms": 30000}
+        if rejoin:
+            m["data_dir"] = self.pg[region].data
+            m["rejoin_command"] = [os.path.join(h.source_dir(), "deploy", "hooks", "pg-rejoin")]
+        return m
+
     def _fresh_store(self):
         base = h.require_env("MERIDIAN_TEST_PG")
         name = "e2e_%d_%d" % (os.getpid(), int(time.monotonic() * 1000) % 1000000)
@@ -127,6 +139,10 @@ class Deployment:
 
     def leader(self, timeout_s=30):
         return h.wait_for_leader(self.controllers(), timeout_s)[0]
+
+    def leader_or_none(self):
+        r = h.agreed_leader([c for c in self.controllers() if c.alive()])
+        return r[0] if r else None
 
     def service(self, ctl=None):
         ctl = ctl or self.any_controller()
@@ -145,7 +161,8 @@ class Deployment:
         return {m["region"]: m for m in self.service()["members"]}
 
     def wait_ready(self, timeout_s=60):
-        """A leader, and every member reported with its role (eu primary)."""
+        """A leader, and every member reported with its role (eu primary);
+        the leader sees the primary healthy and both replicas acceptable."""
         self.leader(timeout_s)
 
         def ready():
@@ -168,6 +185,15 @@ class Deployment:
             return dec.get("reason") == "ok"
         h.wait_until(leader_sees_healthy, timeout_s, interval_s=0.1,
                      what="the leader's decision sees a healthy primary")
+
+        def leader_sees_replicas():
+            # the leader plans from its last tick's snapshot, which can be a
+            # tick older than what the store showed above
+            code, plan = self.leader(5).get("/v1/services/%s/plan" % SERVICE)
+            cands = (plan.get("candidates") or []) if code == 200 else []
+            return len(cands) == 2 and all(c["acceptable"] for c in cands)
+        h.wait_until(leader_sees_replicas, timeout_s, interval_s=0.1,
+                     what="the leader's plan accepts both replicas")
 
     # -- the client's side
 
@@ -233,14 +259,24 @@ class Deployment:
 
     # -- operations
 
-    def start_op(self, kind, to=None, force=False, ctl=None):
+    def start_op(self, kind, to=None, force=False, ctl=None, retry_s=0, headers=None):
+        """POSTs a switchover/failover; returns the operation id. With
+        retry_s, a 422 (e.g. a replica whose check just timed out on a
+        loaded machine) is retried for that long before it fails."""
         ctl = ctl or self.leader()
         body = {}
         if to:
             body["to"] = to
         if force:
             body["force"] = True
-        code, res = ctl.post("/v1/services/%s/%s" % (SERVICE, kind), body)
+        deadline = time.monotonic() + retry_s
+        while True:
+            code, res = h.http_json("POST", ctl.url + "/v1/services/%s/%s" % (SERVICE, kind),
+                                    body, h.OPERATOR_TOKEN, headers=headers)
+            if code != 422 or time.monotonic() >= deadline:
+                break
+            h.log("%s refused (%s), retrying" % (kind, res))
+            time.sleep(0.3)
         if code != 202:
             raise h.HarnessError("%s: %s %s" % (kind, code, res))
         return res["operation"]

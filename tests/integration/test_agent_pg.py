@@ -9,7 +9,9 @@ an arbitrary command (a stale epoch, a repeated id); the lead may move the
 tests that do not need that to the real controller.
 
 The tests share one set of clusters and agents and run in order:
-  lag            lag grows while replay is paused, returns to 0 after resume
+  command_line   --check-config, bad configuration, usage, corrupt epoch file
+  lag            lag grows while replay is paused, returns to 0 after resume;
+                 b's first controller is down, it uses the next one
   checks         postgresql/http/tcp/exec checks (timeout, output), tcp probes
   lease_epoch    a replica agent that has seen epoch N+1 refuses a lease of N,
                  also after a restart
@@ -22,8 +24,11 @@ The tests share one set of clusters and agents and run in order:
   self_fence     neither recorded contact nor a peer lease: fences itself, and
                  stays fenced until the controller unfences it
   promote_wait   promote waits for the granted lease to end, then promotes
+  superseded     a writable primary that the store no longer names primary
+                 fences itself at once; the member promoted in the epoch not
   rejoin         the diverged old primary is fenced and rejoined with
                  deploy/hooks/pg-rejoin (pg_rewind): it replicates the new one
+  exec_member    a member of kind exec: status, promote, fence, unfence
 Waits are bounded with room for a loaded machine; the only timing asserted
 is a lower bound (a promote never before the lease it granted ended).
 """
@@ -244,7 +249,9 @@ def env():
                     "interval_ms": 500, "timeout_ms": 400, "member": "orders-b"}],
     })
     e.a = Agent("a", "eu", e.ctl.url, log_level="debug", extra=ca, port=port_a)
-    e.b = Agent("b", "us", e.ctl.url, log_level="debug", extra=cb, port=port_b)
+    # b's first controller is down: it must move on to the next one
+    e.dead_ctl = "http://127.0.0.1:%d" % dead_port()
+    e.b = Agent("b", "us", [e.dead_ctl, e.ctl.url], log_level="debug", extra=cb, port=port_b)
     e.ctl.token = e.a.cfg["token"]
     e.a.start()
     e.b.start()
@@ -263,6 +270,32 @@ def log_text(agent):
 
 def member(e, node, name):
     return e.ctl.last_member(node, name)
+
+
+@test
+def command_line():
+    """--check-config, a bad configuration (exit 1, the key named), no
+    arguments (exit 2): no PostgreSQL needed."""
+    from meridian_harness import TempDir, program_path, run
+    tmp = TempDir("agent-cli")
+    good = {"node": "n", "region": "eu", "controllers": ["http://127.0.0.1:9"],
+            "token": "t", "state_dir": tmp.path}
+    bad = dict(good, heartbeat_ms="fast")
+    for name, cfg in (("good", good), ("bad", bad)):
+        with open(tmp.join(name + ".json"), "w") as f:
+            json.dump(cfg, f)
+    agent = program_path("meridian-agent")
+    r = run([agent, "--config", tmp.join("good.json"), "--check-config"], check=False)
+    assert r.returncode == 0 and "configuration ok" in r.stdout, r
+    r = run([agent, "--config", tmp.join("bad.json")], check=False)
+    assert r.returncode == 1 and "heartbeat_ms" in r.stdout, r
+    r = run([agent], check=False)
+    assert r.returncode == 2 and "usage" in r.stdout, r
+    # a corrupt epoch file stops the agent: it must not forget its epochs
+    with open(os.path.join(tmp.path, "epochs.json"), "w") as f:
+        f.write("{not json")
+    r = run([agent, "--config", tmp.join("good.json")], check=False, timeout_s=20)
+    assert r.returncode == 1 and "epochs.json" in r.stdout, r
 
 
 @test
@@ -286,6 +319,8 @@ def lag():
                and m["lag_ms"] == 0 and m["healthy"], 20, what="lag back to 0 after resume")
     am = member(e, "a", "orders-a")
     assert am["role"] == "primary" and am["position"] > 0 and am["timeline"] == 1, am
+    # b reached the fake controller although the first of its list is down
+    assert ('msg="heartbeat failed" controller=%s' % e.dead_ctl) in log_text(e.b)
     assert am["lag_bytes"] == 0 and am["healthy"], am
 
 
@@ -475,10 +510,23 @@ def promote_wait():
 
 
 @test
+def superseded():
+    """The store names b primary in epoch 3: a, still writable (a split brain
+    made by this test), fences itself at once; b, promoted in epoch 3, not."""
+    e = env()
+    # the old primary diverges: it takes a write after b's promotion
+    assert write_works(e.p)
+    with e.ctl.lock:
+        e.ctl.services["orders"].update(epoch=3, primary_member="orders-b", primary_region="us")
+    wait_until(lambda: write_fails(e.p), 10, what="a to fence itself")
+    assert "superseded: fencing the primary" in log_text(e.a)
+    time.sleep(0.5)
+    assert write_works(e.r), "the member promoted in this epoch stays writable"
+
+
+@test
 def rejoin():
     e = env()
-    # the old primary diverged: it took a write after b's promotion
-    assert write_works(e.p)
     e.ctl.command("a", "fence-3", "orders", "orders-a", "fence", 3)
     assert e.ctl.result("fence-3")["status"] == "done"
     e.ctl.command("a", "rejoin-1", "orders", "orders-a", "rejoin", 3,
@@ -494,6 +542,49 @@ def rejoin():
                and m["timeline"] == 2 and not m["fenced"] and m["lag_bytes"] == 0, 20,
                what="heartbeat to report a replica on timeline 2")
     assert "rejoined as a replica" in log_text(e.a)
+
+
+@test
+def exec_member():
+    """A member of kind exec: role from status_command, promote/fence/unfence
+    through commands (a state file stands for the managed system)."""
+    e = env()
+    from meridian_harness import TempDir
+    tmp = TempDir("agent-exec")
+    state = tmp.join("role")
+    with open(state, "w") as f:
+        f.write("replica\n")
+
+    def setter(role):
+        return ["/bin/sh", "-c", "echo %s > %s" % (role, state)]
+    c = Agent("c", "ap", e.ctl.url, log_level="debug", extra={
+        "heartbeat_ms": 200, "isolation_timeout_ms": ISOLATION_MS, "request_timeout_ms": 500,
+        "peer_tokens": [{"name": "peers", "token": PEER_TOKEN, "role": "agent"}],
+        "members": [{"service": "cache", "name": "cache-c", "kind": "exec",
+                     "status_command": ["/bin/cat", state],
+                     "promote_command": setter("primary"),
+                     "fence": {"mode": "exec", "command": setter("fenced"),
+                               "unfence_command": setter("primary")}}]})
+    c.start()
+    wait_until(lambda: (m := member(e, "c", "cache-c")) and m["role"] == "replica"
+               and m["healthy"], 20, what="exec member reported as a replica")
+    e.ctl.command("c", "c-promote", "cache", "cache-c", "promote", 1)
+    assert e.ctl.result("c-promote", timeout=30)["status"] == "done"
+    wait_until(lambda: member(e, "c", "cache-c")["role"] == "primary", 10,
+               what="exec member primary")
+    e.ctl.command("c", "c-fence", "cache", "cache-c", "fence", 1)
+    assert e.ctl.result("c-fence")["status"] == "done"
+    wait_until(lambda: (m := member(e, "c", "cache-c")) and m["role"] == "fenced"
+               and m["fenced"], 10, what="exec member fenced")
+    e.ctl.command("c", "c-unfence", "cache", "cache-c", "unfence", 1)
+    assert e.ctl.result("c-unfence")["status"] == "done"
+    wait_until(lambda: (m := member(e, "c", "cache-c")) and m["role"] == "primary"
+               and not m["fenced"], 10, what="exec member unfenced")
+    # a rejoin without a configured hook fails with a clear message
+    e.ctl.command("c", "c-rejoin", "cache", "cache-c", "rejoin", 1)
+    res = e.ctl.result("c-rejoin")
+    assert res["status"] == "failed" and "no rejoin command" in res["error"], res
+    assert c.stop() == 0
 
 
 if __name__ == "__main__":
