@@ -344,6 +344,17 @@ def drift_is_reported_and_repaired():
     ep, prim = registry(d.e, d.prefix)
     assert ep == 99 and prim["primary_region"] == "ap", (ep, prim)
 
+    # A configuration reload (SIGHUP) rebuilds the drivers; repair goes on.
+    leader = d.leader()
+    leader.write_config(services=[dict(d.service_cfg, reconcile_interval_ms=700)])
+    leader.proc.signal(signal.SIGHUP)
+    h.wait_until(lambda: drivers(d)["dns"].get("known") and
+                 drivers(d)["reconcile_interval_ms"] == 700, 10, interval_s=0.2,
+                 what="drivers rebuilt after the reload")
+    pdns_set(d.e, d.zone, d.name, "A", "10.99.99.98")
+    h.wait_until(lambda: dig(d.e, d.name) == [VALUES["eu"]], 10, interval_s=0.2,
+                 what="dns repaired after the reload")
+
 
 class Receiver:
     """A webhook receiver: per Idempotency-Key, answers 500 to the first two
