@@ -133,16 +133,18 @@ static const mrd_http_route routes[] = {
 int mrd__api_start(mrd_ctl *ctl)
 {
     /* One table from the modules' tables. */
-    size_t nbase = sizeof(routes) / sizeof(routes[0]), nops, nmetrics;
+    size_t nbase = sizeof(routes) / sizeof(routes[0]), nops, nmetrics, nckpt;
     const mrd_http_route *ops = mrd__api_ops_routes(&nops);
     const mrd_http_route *metrics = mrd__metrics_routes(&nmetrics);
-    ctl->routes = calloc(nbase + nops + nmetrics, sizeof(*ctl->routes));
+    const mrd_http_route *ckpt = mrd__api_checkpoints_routes(&nckpt);
+    ctl->routes = calloc(nbase + nops + nmetrics + nckpt, sizeof(*ctl->routes));
     if (ctl->routes == NULL)
         return MRD_ENOMEM;
     memcpy(ctl->routes, routes, sizeof(routes));
     memcpy(ctl->routes + nbase, ops, nops * sizeof(*ops));
     memcpy(ctl->routes + nbase + nops, metrics, nmetrics * sizeof(*metrics));
-    nops += nmetrics;
+    memcpy(ctl->routes + nbase + nops + nmetrics, ckpt, nckpt * sizeof(*ckpt));
+    nops += nmetrics + nckpt;
     mrd_http_server_options opt;
     memset(&opt, 0, sizeof(opt));
     opt.host = ctl->cfg.listen_host;

@@ -19,6 +19,7 @@
 #include "meridian/log.h"
 #include "meridian/metrics.h"
 #include "meridian/http_client.h"
+#include "meridian/metrics.h"
 #include "meridian/pg.h"
 
 typedef struct {
@@ -142,6 +143,9 @@ typedef struct mrd_ctl {
     uint64_t heartbeat_ms; /* what agents are told to use */
 
     struct mrd__cutover *cutover; /* cutover drivers (controller/cutover_glue.c) */
+    /* Data-sync checkpoints (controller/checkpoint_store.c): owned, created
+     * by the first mrd__checkpoint_cron, freed when the controller stops. */
+    struct mrd__ckpt_state *ckpt;
 
     uv_timer_t cron; /* the one periodic timer (serverCron style) */
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -246,6 +250,24 @@ void mrd__cutover_metrics(mrd_ctl *ctl, mrd_metrics_buf *b);
 
 /* controller/poke.c: asks a node's agent for a heartbeat now. */
 void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands);
+/* controller/checkpoint_store.c: data-sync checkpoints (see controller/README.md).
+ * Called by cron(): creates the state on first call; the leader creates
+ * automatic checkpoints, marks reached regions and lost checkpoints, applies
+ * retention; every controller re-checks waiting long-polls. */
+void mrd__checkpoint_cron(mrd_ctl *ctl, uint64_t now);
+/* Records the barrier of an operation's catchup step as a checkpoint of kind
+ * 'barrier' (fire and forget; idempotent per operation_id, so it may be
+ * called at every tick of the step). epoch: the operation's epoch. Returns 0
+ * when the insert was queued, MRD_EINVAL (bad arguments) or MRD_ESTORE (not
+ * queued; call again). */
+int mrd__checkpoint_record_barrier(mrd_ctl *ctl, const char *service, uint64_t epoch,
+                                   uint64_t position, const char *operation_id);
+/* Writes the gauges meridian_recovery_point_age_seconds and
+ * meridian_replication_lag_bytes {service, region} from the last refresh
+ * (nothing before the first one). Errors are left in b->err. */
+void mrd__checkpoint_metrics(mrd_ctl *ctl, mrd_metrics_buf *b);
+/* controller/api_checkpoints.c: the checkpoint routes, merged by api.c. */
+const mrd_http_route *mrd__api_checkpoints_routes(size_t *n);
 
 /* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);

@@ -72,6 +72,7 @@ static void cron(uv_timer_t *t)
     mrd__ingest_cron(ctl, now);
     mrd__tick_cron(ctl, now);
     mrd__cutover_cron(ctl, now);
+    mrd__checkpoint_cron(ctl, now);
 }
 
 static void close_cb(uv_handle_t *h)

@@ -155,6 +155,7 @@ static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
           (double)json_object_size(in->batch));
     service_metrics(ctl, &b);
     mrd__cutover_metrics(ctl, &b); /* drift, repairs, fencing (leader) */
+    mrd__checkpoint_metrics(ctl, &b);
     if (b.err != 0) {
         mrd_metrics_buf_close(&b);
         mrd_http_respond_error(res, 500, "internal", "cannot format metrics");

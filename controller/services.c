@@ -62,6 +62,8 @@ static const mrd_cfg_field service_fields[] = {
     {"webhooks", MRD_CFG_ARRAY, 0, 0, 16, NULL, MRD_CFG_OBJECT, NULL},
     {"reconcile_interval_ms", MRD_CFG_INT, 0, 100, 86400000, NULL, 0, NULL},
     {"repair_drift", MRD_CFG_BOOL, 0, 0, 0, NULL, 0, NULL},
+    {"checkpoint_interval_ms", MRD_CFG_INT, 0, 0, 86400000, NULL, 0, NULL},
+    {"checkpoint_retention_ms", MRD_CFG_INT, 0, 100, 3650LL * 86400000, NULL, 0, NULL},
 };
 const mrd_cfg_schema mrd__service_schema = {service_fields,
                                             sizeof(service_fields) / sizeof(service_fields[0])};

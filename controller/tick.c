@@ -580,9 +580,14 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
         json_decref(cmds);
         return;
     }
-    /* The catchup step waits for the target's position: ask for it now. */
-    if (op.step == MRD_STEP_CATCHUP)
+    /* The catchup step waits for the target's position: ask for it now. A
+     * switchover's barrier is also a checkpoint, so its record shows when
+     * each region reached the old primary's final position (idempotent). */
+    if (op.step == MRD_STEP_CATCHUP) {
         mrd__poke(ctl, op.to_node, 0);
+        if (op.kind == MRD_OP_SWITCHOVER && op.barrier_pos > 0)
+            mrd__checkpoint_record_barrier(ctl, s->name, op.epoch, op.barrier_pos, op.id);
+    }
     if (t.result == MRD_OP_MOVE) {
         mrd_op after = op;
         mrd_op_apply(&after, &t, now);

@@ -60,6 +60,13 @@ def switchover():
     svc = d.service()
     assert svc["primary_region"] == "us", svc
     assert svc["epoch"] >= 2, svc
+    # the switchover's barrier is a checkpoint that shows when us reached it
+    code, cps = d.any_controller().get(
+        "/v1/services/orders/checkpoints?kind=barrier&operation=%s" % op_id)
+    assert code == 200, cps
+    barriers = cps["checkpoints"]
+    assert len(barriers) == 1 and "us" in barriers[0]["reached"], cps
+    assert barriers[0]["epoch"] == svc["epoch"], cps
     # the other replica now streams from the new primary (rejoin step: follow)
     h.wait_until(lambda: d.pg["ap"].sql_value("SELECT sender_port FROM pg_stat_wal_receiver")
                  == d.pg["us"].port, 30, what="ap streams from us")
