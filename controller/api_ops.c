@@ -259,15 +259,7 @@ static void service_done(int err, PGresult *r, void *data)
     json_t *o = json_loads(PQgetvalue(r, 0, 0), 0, &jerr);
     mrd__service *s = mrd__service_find(ctl, q->service);
     if (o && s) {
-        json_t *drivers = json_object();
-        json_object_set_new(drivers, "registry",
-                            json_pack("{s:b, s:I, s:i, s:s}", "configured", s->registry != NULL,
-                                      "epoch", (json_int_t)s->registry_epoch, "attempts",
-                                      (int)s->registry_attempts, "last_error", s->registry_error));
-        json_object_set_new(drivers, "dns",
-                            json_pack("{s:b, s:I, s:i, s:s}", "configured", s->dns != NULL, "epoch",
-                                      (json_int_t)s->dns_epoch, "attempts", (int)s->dns_attempts,
-                                      "last_error", s->dns_error));
+        json_t *drivers = mrd__cutover_json(ctl, s);
         json_object_set_new(o, "drivers", drivers);
         json_object_set_new(o, "profile", json_string(s->profile));
         if (mrd__lease_is_leader(ctl) && s->has_last)

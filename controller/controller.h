@@ -17,6 +17,7 @@
 #include "meridian/opfsm.h"
 #include "meridian/http_server.h"
 #include "meridian/log.h"
+#include "meridian/metrics.h"
 #include "meridian/http_client.h"
 #include "meridian/metrics.h"
 #include "meridian/pg.h"
@@ -81,6 +82,8 @@ typedef struct {
     uint32_t registry_attempts, dns_attempts;
     char registry_error[256], dns_error[256];
     uint64_t driver_retry_ms;
+    uint64_t reconcile_interval_ms; /* read-back of dns/registry; 0: default 30 s */
+    int repair_drift;               /* write the desired state back on drift */
     uint64_t unfence_sent_ms; /* last recovery unfence of a self-fenced primary (store clock) */
 } mrd__service;
 
@@ -139,6 +142,7 @@ typedef struct mrd_ctl {
     int tick_wanted;       /* something happened: tick as soon as possible */
     uint64_t heartbeat_ms; /* what agents are told to use */
 
+    struct mrd__cutover *cutover; /* cutover drivers (controller/cutover_glue.c) */
     /* Data-sync checkpoints (controller/checkpoint_store.c): owned, created
      * by the first mrd__checkpoint_cron, freed when the controller stops. */
     struct mrd__ckpt_state *ckpt;
@@ -228,6 +232,21 @@ void mrd__event(mrd_ctl *ctl, const char *kind, const char *service, const char 
  * (called every tick while the op is in that step; idempotent). */
 void mrd__cutover_drive(mrd_ctl *ctl, mrd__service *s, const mrd_op *op, mrd_op_action action,
                         uint64_t now);
+
+/* 1 when the driver of the op's current step (registry or dns) is required
+ * and refused the op's epoch with MRD_ESTALE (a fencing event): the step's
+ * failure condition. */
+int mrd__cutover_refused(mrd_ctl *ctl, mrd__service *s, const mrd_op *op);
+/* Builds drivers on first use, pumps retries, webhooks and reconciliation
+ * (leader only; state is reset when leadership changes). */
+void mrd__cutover_cron(mrd_ctl *ctl, uint64_t now);
+/* Closes every driver (pending callbacks then only free memory). */
+void mrd__cutover_close(mrd_ctl *ctl);
+/* The "drivers" object of GET /v1/services/{svc}: per driver the desired
+ * and observed state, last verification, attempts, last error. New reference. */
+json_t *mrd__cutover_json(mrd_ctl *ctl, const mrd__service *s);
+/* Appends the cutover families (drift, repairs, fencing, errors, in_sync). */
+void mrd__cutover_metrics(mrd_ctl *ctl, mrd_metrics_buf *b);
 
 /* controller/poke.c: asks a node's agent for a heartbeat now. */
 void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands);

@@ -71,6 +71,7 @@ static void cron(uv_timer_t *t)
     mrd__lease_cron(ctl, now);
     mrd__ingest_cron(ctl, now);
     mrd__tick_cron(ctl, now);
+    mrd__cutover_cron(ctl, now);
     mrd__checkpoint_cron(ctl, now);
 }
 
@@ -89,6 +90,7 @@ static void http_stopped(void *arg)
     mrd_ctl *ctl = arg;
     ctl->http = NULL;
     mrd__ingest_close(ctl);
+    mrd__cutover_close(ctl);
     if (ctl->http_client)
         mrd_http_client_close(ctl->http_client);
     ctl->http_client = NULL;

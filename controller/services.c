@@ -16,6 +16,7 @@
 
 #include "controller.h"
 #include "meridian/config.h"
+#include "meridian/cutover.h"
 #include "meridian/error.h"
 
 /* Policy keys: name, offset-free setter through a switch below. */
@@ -59,6 +60,8 @@ static const mrd_cfg_field service_fields[] = {
     {"dns", MRD_CFG_OBJECT, 0, 0, 0, NULL, 0, NULL},
     {"registry", MRD_CFG_OBJECT, 0, 0, 0, NULL, 0, NULL},
     {"webhooks", MRD_CFG_ARRAY, 0, 0, 16, NULL, MRD_CFG_OBJECT, NULL},
+    {"reconcile_interval_ms", MRD_CFG_INT, 0, 100, 86400000, NULL, 0, NULL},
+    {"repair_drift", MRD_CFG_BOOL, 0, 0, 0, NULL, 0, NULL},
     {"checkpoint_interval_ms", MRD_CFG_INT, 0, 0, 86400000, NULL, 0, NULL},
     {"checkpoint_retention_ms", MRD_CFG_INT, 0, 100, 3650LL * 86400000, NULL, 0, NULL},
 };
@@ -219,6 +222,18 @@ int mrd__services_load(mrd_ctl *ctl, const json_t *root, char *err, size_t errle
         sv->dns = json_object_get(o, "dns");
         sv->registry = json_object_get(o, "registry");
         sv->webhooks = json_object_get(o, "webhooks");
+        /* Cutover drivers: the same checks as their constructors, key named. */
+        const char *keys[3] = {"dns", "registry", "webhooks"};
+        json_t *objs[3] = {sv->dns, sv->registry, sv->webhooks};
+        for (int k = 0; k < 3; k++) {
+            char cerr[256];
+            if (objs[k] && mrd_cutover_config_check(objs[k], cerr, sizeof(cerr)) != 0) {
+                snprintf(err, errlen, "services[%zu].%s: %s", i, keys[k], cerr);
+                return MRD_ECONFIG;
+            }
+        }
+        sv->reconcile_interval_ms = (uint64_t)mrd_cfg_int(o, "reconcile_interval_ms", 30000);
+        sv->repair_drift = !json_is_false(json_object_get(o, "repair_drift"));
     }
     return 0;
 }

@@ -569,6 +569,8 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
                             jint(tgt, "epoch_seen") >= op.epoch);
     in.registry_epoch = s->registry == NULL ? op.epoch : s->registry_epoch;
     in.dns_epoch = s->dns == NULL ? op.epoch : s->dns_epoch;
+    if (mrd__cutover_refused(ctl, s, &op)) /* a required driver met a newer epoch */
+        in.step_failed = 1;
     in.old_rejoined = old && strcmp(jstr(old, "role"), "replica") == 0 &&
                       !json_is_true(json_object_get(old, "fenced")) &&
                       jint(old, "epoch_seen") >= op.epoch;

@@ -31,6 +31,7 @@ PEER_TOKEN = "meridian-test-peer-token-0123456789"
 class Deployment:
     def __init__(self, profile="default", policy=None, tmp=None, store=None,
                  heartbeat_ms=None, lease_ttl_ms=None, log_level="info", agent_extra=None,
+                 dns=None, registry=None, webhooks=None, service_extra=None,
                  rejoin=False):
         self.tmp = tmp or h.TempDir("deploy")
         self.profile = profile
@@ -65,6 +66,12 @@ class Deployment:
                     % (self.pg[r].port, r)} for r, _ in REGIONS]
         self.service_cfg = {"name": SERVICE, "primary_region": "eu", "profile": profile,
                             "policy": self.policy, "members": members}
+        # cutover targets (include/meridian/cutover.h) and service-level keys
+        # such as reconcile_interval_ms / repair_drift
+        for key, value in (("dns", dns), ("registry", registry), ("webhooks", webhooks)):
+            if value is not None:
+                self.service_cfg[key] = value
+        self.service_cfg.update(service_extra or {})
         for r, _ in REGIONS:
             extra = {"regions": [{"name": n, "priority": p} for n, p in REGIONS],
                      "services": [self.service_cfg], "tick_ms": 100 if fast else 250,
