@@ -366,7 +366,9 @@ static const char *persist_sql =
     "  WHERE name = $11 AND EXISTS (SELECT 1 FROM op) AND ($9::boolean OR $12::boolean)"
     "  RETURNING 1),"
     " s1 AS (UPDATE meridian.operation_steps SET finished_at = now(), outcome = $18,"
-    "   attempts = $19::int, detail = $17"
+    /* keep what the cutover drivers reported while the step ran */
+    "   attempts = GREATEST(attempts, $19::int),"
+    "   detail = CASE WHEN detail = '' THEN $17 ELSE $17 || ' (' || detail || ')' END"
     "  WHERE operation_id = $3::bigint AND step = $4 AND EXISTS (SELECT 1 FROM op) RETURNING 1),"
     " s2 AS (INSERT INTO meridian.operation_steps (operation_id, step)"
     "  SELECT $3::bigint, $5 WHERE EXISTS (SELECT 1 FROM op) AND NOT $7::boolean"
