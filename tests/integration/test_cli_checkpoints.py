@@ -10,16 +10,21 @@ streaming replicas, an agent per node, three controllers, service "orders").
                        not_found; a bad id is a usage error (2)
   recovery_and_status  `recovery` lists three regions with an RPO; `status`
                        has an RPO column with a value per member
+  status_without_recovery  a scripted fake API whose /recovery fails (503):
+                       `status` still exits 0, the RPO column shows "-"
   paused_region        replay paused on ap, a write, then `checkpoint create
                        --position <LSN> --wait --timeout 3` exits 5 naming
                        ap; after resume_replay `checkpoint show --wait-ms`
                        sees it complete
 """
 
+import http.server
 import json
 import os
 import re
+import socketserver
 import subprocess
+import threading
 import time
 
 import meridian_harness as h
@@ -199,6 +204,63 @@ def test_recovery_and_status():
     st = json.loads(out)
     svc = [s for s in st["services"] if s["name"] == SERVICE][0]
     assert len(svc["recovery"]["regions"]) == 3, svc
+
+
+class FakeApi(http.server.BaseHTTPRequestHandler):
+    """/v1/status and /v1/services answer; /recovery is a 503."""
+    docs = {
+        "/v1/status": {"controller": {"name": "fake", "region": "eu", "is_leader": True},
+                       "leader": None, "store": {"connected": True, "migrated": True}},
+        "/v1/services": {"services": [{
+            "name": SERVICE, "primary_region": "eu", "epoch": 1, "maintenance": False,
+            "members": [{"name": "orders-eu", "region": "eu", "node": "node-eu",
+                         "role": "primary", "healthy": True, "age_ms": 10,
+                         "lag_bytes": 0, "lag_ms": 0}]}]},
+    }
+
+    def do_GET(self):
+        self.server.paths.append(self.path)
+        doc, code = self.docs.get(self.path), 200
+        if doc is None:
+            code = 503
+            doc = {"error": {"code": "store_unavailable", "message": "store is not reachable"}}
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@test
+def test_status_without_recovery():
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), FakeApi)
+    srv.daemon_threads = True
+    srv.paths = []
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        argv = [h.program_path("meridianctl"), "--no-color", "--url",
+                "http://127.0.0.1:%d" % srv.server_address[1]]
+        p = subprocess.run(argv + ["status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+        assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+        assert not SANITIZER.search(p.stderr), p.stderr
+        assert "/v1/services/orders/recovery" in srv.paths, srv.paths
+        hdr = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("MEMBER")]
+        assert hdr and hdr[0].rstrip().endswith("RPO"), p.stdout
+        row = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("orders-eu")]
+        assert row and row[0].rstrip().endswith(" -"), p.stdout
+        p = subprocess.run(argv + ["--json", "status"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+        assert json.loads(p.stdout)["services"][0]["recovery"] is None, p.stdout
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 @test
