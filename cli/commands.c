@@ -1317,6 +1317,7 @@ static int wait_checkpoint(mrd__cli_ctx *ctx, const char *id)
         ex = MRD__CLI_EXIT_TIMEOUT;
         mrd__cli_resp r;
         /* the controller holds the answer up to slice ms: give the exchange that long too */
+        int64_t asked = now_ms();
         long old = mrd__cli_client_set_timeout(ctx->client, (long)slice + 10000);
         int rc = mrd__cli_request(ctx->client, "GET", path, NULL, NULL, &r);
         mrd__cli_client_set_timeout(ctx->client, old);
@@ -1362,7 +1363,10 @@ static int wait_checkpoint(mrd__cli_ctx *ctx, const char *id)
         int64_t left = deadline - now_ms();
         if (left <= 0)
             break;
-        if (failing && sleep_or_signal(left < 500 ? left : 500) != 0)
+        /* after an error, or an answer that did not hold (a controller that
+         * ignores wait_ms), pause instead of spinning */
+        int64_t pause = failing ? 500 : (now_ms() - asked < 100 ? 100 : 0);
+        if (pause > 0 && sleep_or_signal(left < pause ? left : pause) != 0)
             break;
     }
     if (ctx->json && last)
