@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "meridian/error.h"
+#include "meridian/position.h"
 
 enum {
     O_TO = 1 << 0,
@@ -31,6 +32,11 @@ enum {
     O_AFTER = 1 << 9,
     O_MAX_SECONDS = 1 << 10,
     O_LIMIT = 1 << 11,
+    O_POSITION = 1 << 12,
+    O_REGIONS = 1 << 13,
+    O_KIND = 1 << 14,
+    O_OPERATION = 1 << 15,
+    O_WAIT_MS = 1 << 16,
     O_GLOBAL = 1 << 30,
 };
 
@@ -59,6 +65,11 @@ static const cli_option options[] = {
     {"after", 1, O_AFTER},
     {"max-seconds", 1, O_MAX_SECONDS},
     {"limit", 1, O_LIMIT},
+    {"position", 1, O_POSITION},
+    {"regions", 1, O_REGIONS},
+    {"kind", 1, O_KIND},
+    {"operation", 1, O_OPERATION},
+    {"wait-ms", 1, O_WAIT_MS},
 };
 
 typedef struct {
@@ -77,9 +88,11 @@ static const cli_command commands[] = {
      "Shows which controller leads (name, region, term) and, per service, the\n"
      "primary region, epoch, maintenance flag and running operation, then per\n"
      "member: region, node, role, health, replication lag in bytes and time,\n"
-     "and the age of its last heartbeat.\n"
+     "the age of its last heartbeat, and the RPO of its region (from\n"
+     "/v1/services/NAME/recovery; \"-\" when that is not known).\n"
      "With --json: the controller's /v1/status document with a \"services\"\n"
-     "array from /v1/services added.\n"},
+     "array from /v1/services added, each with its \"recovery\" document\n"
+     "(null when it could not be read).\n"},
     {"services", 0, 1, 0, "services [NAME]", "services, or one service in detail",
      "Without NAME: one line per service (primary, epoch, maintenance,\n"
      "members healthy, running operation). With NAME: the service, its members,\n"
@@ -146,6 +159,41 @@ static const cli_command commands[] = {
      "from the operation's start), duration, share of the total, attempts and\n"
      "outcome; the total duration, bytes lost, the barrier position; and the\n"
      "commands sent to agents with their status.\n"},
+    {"checkpoint", 2, 3,
+     O_POSITION | O_WAIT | O_REGIONS | O_TIMEOUT | O_WAIT_MS | O_KIND | O_OPERATION | O_LIMIT,
+     "checkpoint create|show|list SERVICE [ID] [options]",
+     "data-sync checkpoints: create one, wait for the regions, list them",
+     "A checkpoint is a position of the service's primary; the controller\n"
+     "records when each region's replay reached it.\n"
+     "\n"
+     "  checkpoint create SERVICE [--position X/Y] [--wait] [--regions a,b]\n"
+     "                    [--timeout SECONDS]\n"
+     "      Creates a checkpoint at the primary's current position (or at X/Y)\n"
+     "      and prints its id. With --wait, waits until every region (or those\n"
+     "      of --regions) reached it, printing each region and when; exit 0\n"
+     "      when complete, 5 when --timeout (default 120) ran out (the pending\n"
+     "      regions are named), 1 when the checkpoint is lost (a failover left\n"
+     "      it behind).\n"
+     "  checkpoint show SERVICE ID [--wait-ms N] [--regions a,b]\n"
+     "      The checkpoint: position, epoch, which regions reached it and when,\n"
+     "      which are pending. --wait-ms N (at most 60000) lets the controller\n"
+     "      answer as soon as the regions reached it, or after N ms.\n"
+     "  checkpoint list SERVICE [--kind auto|manual|barrier] [--operation ID]\n"
+     "                  [--limit N]\n"
+     "      The newest checkpoints (default 50, at most 1000), with the regions\n"
+     "      that reached each; --operation ID: those of that operation (its\n"
+     "      switchover barrier).\n"
+     "\n"
+     "With --json: the API's document (for create --wait: the last state).\n"
+     "\n"
+     "Examples:\n"
+     "  meridianctl checkpoint create orders --wait --regions us --timeout 10\n"
+     "  meridianctl checkpoint list orders --kind barrier --limit 5\n"},
+    {"recovery", 1, 1, 0, "recovery SERVICE", "per region recovery point, RPO and lag",
+     "Per region of SERVICE: the newest checkpoint the region reached (its\n"
+     "recovery point: the region holds every write up to that time), the RPO\n"
+     "(now minus the recovery point), and the replication lag in bytes and\n"
+     "seconds. \"-\" where unknown.\n"},
     {"version", 0, 0, 0, "version", "versions of meridianctl and the controller",
      "Prints meridianctl's version and, when a controller answers, its version.\n"},
     {"help", 0, 1, 0, "help [COMMAND]", "this manual, or one command's page",
@@ -190,6 +238,25 @@ static int parse_seconds(const char *s, double *out)
     return 0;
 }
 
+/* Region names separated by commas: no empty name, no control character
+ * or space, at most 32 names of at most 64 bytes. */
+static int regions_valid(const char *v)
+{
+    size_t names = 0, n = 0;
+    for (const unsigned char *p = (const unsigned char *)v;; p++) {
+        if (*p == ',' || *p == '\0') {
+            if (n == 0 || ++names > 32)
+                return 0;
+            n = 0;
+            if (*p == '\0')
+                return 1;
+            continue;
+        }
+        if (*p <= ' ' || *p == 0x7f || ++n > 64)
+            return 0;
+    }
+}
+
 static int set_option(mrd__cli_args *a, const cli_option *o, const char *v, char *err,
                       size_t errlen)
 {
@@ -225,6 +292,40 @@ static int set_option(mrd__cli_args *a, const cli_option *o, const char *v, char
         a->expect_primary = v;
     } else if (strcmp(name, "service") == 0) {
         a->service = v;
+    } else if (strcmp(name, "position") == 0) {
+        uint64_t p;
+        if (mrd_pos_parse(v, &p) != 0 || p == 0) {
+            snprintf(err, errlen, "--position: must be a position like 0/3000148, not \"%.40s\"",
+                     v);
+            return MRD_EINVAL;
+        }
+        a->position = v;
+    } else if (strcmp(name, "regions") == 0) {
+        if (!regions_valid(v)) {
+            snprintf(err, errlen,
+                     "--regions: must be region names separated by commas, not \"%.40s\"", v);
+            return MRD_EINVAL;
+        }
+        a->regions = v;
+    } else if (strcmp(name, "kind") == 0) {
+        if (strcmp(v, "auto") != 0 && strcmp(v, "manual") != 0 && strcmp(v, "barrier") != 0) {
+            snprintf(err, errlen, "--kind: must be auto, manual or barrier, not \"%.40s\"", v);
+            return MRD_EINVAL;
+        }
+        a->kind = v;
+    } else if (strcmp(name, "operation") == 0) {
+        if (parse_int(v, 1, &n) != 0) {
+            snprintf(err, errlen, "--operation: must be an operation id, not \"%.40s\"", v);
+            return MRD_EINVAL;
+        }
+        a->operation = v;
+    } else if (strcmp(name, "wait-ms") == 0) {
+        if (parse_int(v, 0, &n) != 0 || n > 60000) {
+            snprintf(err, errlen, "--wait-ms: must be an integer from 0 to 60000, not \"%.40s\"",
+                     v);
+            return MRD_EINVAL;
+        }
+        a->wait_ms = n;
     } else if (strcmp(name, "expect-epoch") == 0) {
         if (parse_int(v, 1, &n) != 0) {
             snprintf(err, errlen, "--expect-epoch: must be a positive integer, not \"%.40s\"", v);
@@ -261,12 +362,64 @@ static int set_option(mrd__cli_args *a, const cli_option *o, const char *v, char
     return 0;
 }
 
+/* The checkpoint subcommands: their arguments and options. */
+static int check_checkpoint(const mrd__cli_args *a, const cli_option *const *seen, size_t nseen,
+                            char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        size_t npos;
+        unsigned opts;
+        const char *synopsis;
+    } subs[] = {
+        {"create", 2, O_POSITION | O_WAIT | O_REGIONS | O_TIMEOUT,
+         "checkpoint create SERVICE [--position X/Y] [--wait] [--regions a,b] [--timeout S]"},
+        {"show", 3, O_WAIT_MS | O_REGIONS,
+         "checkpoint show SERVICE ID [--wait-ms N] [--regions a,b]"},
+        {"list", 2, O_KIND | O_OPERATION | O_LIMIT,
+         "checkpoint list SERVICE [--kind K] [--operation ID] [--limit N]"},
+    };
+    size_t k = 0;
+    while (k < sizeof(subs) / sizeof(subs[0]) && strcmp(subs[k].name, a->pos[0]) != 0)
+        k++;
+    if (k == sizeof(subs) / sizeof(subs[0])) {
+        snprintf(err, errlen, "checkpoint: expected create, show or list, not \"%.40s\"",
+                 a->pos[0]);
+        return MRD_EINVAL;
+    }
+    if (a->npos != subs[k].npos) {
+        snprintf(err, errlen, "checkpoint %s: %s (usage: meridianctl %s)", subs[k].name,
+                 a->npos < subs[k].npos ? "missing argument" : "too many arguments",
+                 subs[k].synopsis);
+        return MRD_EINVAL;
+    }
+    for (size_t i = 0; i < nseen; i++) {
+        if (seen[i]->bit != O_GLOBAL && !(subs[k].opts & seen[i]->bit)) {
+            snprintf(err, errlen, "--%s is not an option of checkpoint %s", seen[i]->name,
+                     subs[k].name);
+            return MRD_EINVAL;
+        }
+    }
+    int64_t id;
+    if (k == 1 && parse_int(a->pos[2], 1, &id) != 0) {
+        snprintf(err, errlen, "checkpoint show: the id must be a positive integer, not \"%.40s\"",
+                 a->pos[2]);
+        return MRD_EINVAL;
+    }
+    if (k == 2 && (a->limit < 1 || a->limit > 1000)) {
+        snprintf(err, errlen, "checkpoint list: --limit must be from 1 to 1000");
+        return MRD_EINVAL;
+    }
+    return 0;
+}
+
 int mrd__cli_args_parse(int argc, char **argv, mrd__cli_args *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof(*a));
     a->after = -1;
     a->timeout_s = 120.0;
     a->limit = 50;
+    a->wait_ms = -1;
     if (errlen)
         err[0] = '\0';
     const cli_option *seen[64];
@@ -375,6 +528,8 @@ int mrd__cli_args_parse(int argc, char **argv, mrd__cli_args *a, char *err, size
         snprintf(err, errlen, "maintenance: expected on or off, not \"%.40s\"", a->pos[1]);
         return MRD_EINVAL;
     }
+    if (strcmp(c->name, "checkpoint") == 0)
+        return check_checkpoint(a, seen, nseen, err, errlen);
     if (strcmp(c->name, "operations") == 0 && a->npos == 1) {
         int64_t id;
         if (parse_int(a->pos[0], 1, &id) != 0) {
@@ -418,11 +573,12 @@ static const char manual_tail[] =
     "EXIT STATUS\n"
     "  0  success (for --wait: the operation is done, or its cutover is complete\n"
     "     and only the old primary's rejoin is pending)\n"
-    "  1  the operation aborted or failed\n"
+    "  1  the operation aborted or failed (or the checkpoint waited for was lost)\n"
     "  2  usage error (bad command line or config file)\n"
     "  3  refused by the API (4xx): the error code and message are printed\n"
     "  4  no controller reachable, or a server error (5xx)\n"
-    "  5  --wait timed out or was interrupted (the operation goes on)\n"
+    "  5  --wait timed out or was interrupted (the operation goes on; for\n"
+    "     checkpoint create --wait: some regions have not reached it yet)\n"
     "\n"
     "EXAMPLES\n"
     "  export MERIDIAN_URL=http://ctl-eu:7001,http://ctl-us:7001\n"
@@ -431,7 +587,9 @@ static const char manual_tail[] =
     "  meridianctl plan orders --to us\n"
     "  meridianctl switchover orders --to us --expect-primary eu --wait\n"
     "  meridianctl operations 42\n"
-    "  meridianctl events --follow --service orders\n";
+    "  meridianctl events --follow --service orders\n"
+    "  meridianctl checkpoint create orders --wait --timeout 30\n"
+    "  meridianctl recovery orders\n";
 
 int mrd__cli_usage(FILE *out, const char *command)
 {

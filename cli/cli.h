@@ -43,6 +43,12 @@ typedef struct {
     double timeout_s;   /* --timeout, default 120 */
     double max_seconds; /* --max-seconds, 0 = unbounded */
     long limit;         /* --limit for events, default 50 (0 = all) */
+    /* checkpoint options */
+    const char *position;  /* --position X/Y (checked by the parser) */
+    const char *regions;   /* --regions a,b (checked: names separated by commas) */
+    const char *kind;      /* --kind auto|manual|barrier */
+    const char *operation; /* --operation ID (checked: positive integer) */
+    int64_t wait_ms;       /* --wait-ms, -1 when not given */
 } mrd__cli_args;
 
 /* Parses argv (options anywhere, "--opt value" or "--opt=value", "--" ends
@@ -92,6 +98,18 @@ int mrd__cli_time_parse(const char *text, int64_t *us);
 /* "2026-11-27 17:20:01" from such a timestamp (the server's offset kept as
  * given), or the text cut short when it does not parse. Returns buf. */
 char *mrd__cli_fmt_time(const char *text, char *buf, size_t len);
+/* Seconds for people: rpo_seconds and lag_seconds of /recovery (a JSON
+ * number, possibly real) as mrd__cli_fmt_ms does, "-" when v is not a
+ * number. Returns buf. */
+char *mrd__cli_fmt_seconds(const json_t *v, char *buf, size_t len);
+/* The RPO of region in a /recovery document ({"regions": [{"region",
+ * "rpo_seconds", ...}]}): its rpo_seconds formatted, or "-" when the
+ * document, the region or its rpo_seconds is missing. Returns buf. */
+char *mrd__cli_fmt_rpo(const json_t *recovery, const char *region, char *buf, size_t len);
+/* The wait_ms of the next long-poll slice of a --wait with left_ms to go:
+ * left_ms capped at 60000, 0 when nothing is left. */
+int64_t mrd__cli_wait_slice_ms(int64_t left_ms);
+
 /* Copies src into buf with control characters (terminal escapes, newlines)
  * replaced by spaces or '?', so server text cannot drive the terminal.
  * Returns buf. */
@@ -147,6 +165,9 @@ typedef struct {
  * memory. timeout_ms bounds each HTTP exchange. */
 mrd__cli_client *mrd__cli_client_new(const mrd__cli_settings *s, long timeout_ms);
 void mrd__cli_client_free(mrd__cli_client *c);
+/* Sets the bound of each later HTTP exchange (ms, > 0; for long-polls).
+ * Returns the previous bound. */
+long mrd__cli_client_set_timeout(mrd__cli_client *c, long timeout_ms);
 
 /* Sends method path (e.g. "/v1/status") with an optional JSON body and extra
  * headers (NULL-terminated "Name: value"). Tries the URL that answered last

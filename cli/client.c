@@ -99,6 +99,14 @@ fail:
     return NULL;
 }
 
+long mrd__cli_client_set_timeout(mrd__cli_client *c, long timeout_ms)
+{
+    long old = c->timeout_ms;
+    if (timeout_ms > 0)
+        c->timeout_ms = timeout_ms;
+    return old;
+}
+
 void mrd__cli_client_free(mrd__cli_client *c)
 {
     if (c == NULL)

@@ -5,10 +5,13 @@
  *
  * Exit codes follow cli.h: a 4xx answer is printed with its error code and
  * message (3); no answer or a 5xx is 4; an operation that aborted is 1;
- * --wait past --timeout is 5. Polling loops (events --follow, --wait) are
+ * --wait past --timeout is 5 (checkpoint create --wait: 0 complete, 1 lost,
+ * 5 regions still pending). Polling loops (events --follow, --wait) are
  * bounded by their deadline and end early on SIGINT/SIGTERM, which they
  * block and collect with sigtimedwait, so no signal handler or global state
  * is needed; every HTTP exchange is itself bounded by the client's timeout.
+ * The checkpoint long-poll holds each exchange up to 60 s (the client's
+ * bound is raised for it); Ctrl-C there ends the program at once.
  * Text that came from the server is sanitised before it reaches a terminal.
  */
 #include <errno.h>
@@ -263,25 +266,29 @@ static const char *health_word(const json_t *m, mrd__cli_color *c)
     return "unhealthy";
 }
 
-static void print_members(mrd__cli_ctx *ctx, const json_t *members, const char *indent)
+/* recovery: the service's /recovery document for an RPO column per member's
+ * region, or NULL for no such column. */
+static void print_members(mrd__cli_ctx *ctx, const json_t *members, const json_t *recovery,
+                          const char *indent)
 {
     if (json_array_size(members) == 0) {
         fprintf(ctx->out, "%sno member has reported yet (are the agents running?)\n", indent);
         return;
     }
-    static const char *const hdr[] = {"MEMBER", "REGION",   "NODE",     "ROLE",     "HEALTH",
-                                      "LAG",    "LAG TIME", "POSITION", "HEARTBEAT"};
-    mrd__cli_table *t = mrd__cli_table_new(9, hdr);
+    static const char *const hdr[] = {"MEMBER", "REGION",   "NODE",     "ROLE",      "HEALTH",
+                                      "LAG",    "LAG TIME", "POSITION", "HEARTBEAT", "RPO"};
+    mrd__cli_table *t = mrd__cli_table_new(recovery ? 10 : 9, hdr);
     if (t == NULL)
         return;
     mrd__cli_table_align_right(t, 5);
     mrd__cli_table_align_right(t, 6);
     mrd__cli_table_align_right(t, 8);
+    mrd__cli_table_align_right(t, 9);
     size_t i;
     json_t *m;
     json_array_foreach(members, i, m)
     {
-        char b1[32], b2[32], b3[32], b4[MRD_POS_STRLEN];
+        char b1[32], b2[32], b3[32], b4[MRD_POS_STRLEN], b5[32];
         mrd__cli_color hc;
         const char *h = health_word(m, &hc);
         const char *role = js(m, "role");
@@ -304,6 +311,8 @@ static void print_members(mrd__cli_ctx *ctx, const json_t *members, const char *
                                  mrd__cli_fmt_ms(age, b3, sizeof(b3)));
         else
             mrd__cli_table_cell(t, 0, "never");
+        if (recovery)
+            mrd__cli_table_cell(t, 0, mrd__cli_fmt_rpo(recovery, js(m, "region"), b5, sizeof(b5)));
     }
     mrd__cli_table_print(t, ctx->out, indent, ctx->color);
     mrd__cli_table_free(t);
@@ -325,7 +334,7 @@ static void op_summary(const json_t *op, char *buf, size_t len)
     snprintf(buf, len, "%s", clean);
 }
 
-static void print_service_block(mrd__cli_ctx *ctx, const json_t *s)
+static void print_service_block(mrd__cli_ctx *ctx, const json_t *s, const json_t *recovery)
 {
     char opbuf[200], clean[200], reason[200];
     op_summary(json_object_get(s, "operation"), opbuf, sizeof(opbuf));
@@ -335,10 +344,31 @@ static void print_service_block(mrd__cli_ctx *ctx, const json_t *s)
             mrd__cli_sanitize(js(s, "name"), clean, sizeof(clean)),
             js(s, "primary_region") ? js(s, "primary_region") : "-", jint(s, "epoch", NULL),
             jtrue(s, "maintenance") ? "on" : "off", reason, opbuf);
-    print_members(ctx, json_object_get(s, "members"), "  ");
+    print_members(ctx, json_object_get(s, "members"), recovery, "  ");
 }
 
 /* ---- status, services, nodes, regions ----------------------------------- */
+
+/* The service's /recovery document (a new reference), or NULL when the call
+ * fails for any reason: status then shows "-" and says nothing. */
+static json_t *recovery_quiet(mrd__cli_ctx *ctx, const char *service)
+{
+    char path[600];
+    if (service == NULL)
+        return NULL;
+    snprintf(path, sizeof(path), "/v1/services/");
+    if (mrd__cli_url_escape(service, path, sizeof(path) - 16) != 0)
+        return NULL;
+    size_t n = strlen(path);
+    snprintf(path + n, sizeof(path) - n, "/recovery");
+    mrd__cli_resp r;
+    json_t *doc = NULL;
+    if (mrd__cli_request(ctx->client, "GET", path, NULL, NULL, &r) == 0 && r.status == 200 &&
+        json_is_object(r.json))
+        doc = json_incref(r.json);
+    mrd__cli_resp_clear(&r);
+    return doc;
+}
 
 static int cmd_status(mrd__cli_ctx *ctx)
 {
@@ -352,7 +382,14 @@ static int cmd_status(mrd__cli_ctx *ctx)
         return ex;
     }
     json_t *services = json_object_get(sv.json, "services");
+    size_t i;
+    json_t *s;
     if (ctx->json) {
+        json_array_foreach(services, i, s)
+        {
+            json_t *rec = recovery_quiet(ctx, js(s, "name"));
+            json_object_set_new(s, "recovery", rec ? rec : json_null());
+        }
         json_object_set(st.json, "services", services ? services : json_array());
         print_json(ctx, st.json);
         mrd__cli_resp_clear(&st);
@@ -380,14 +417,17 @@ static int cmd_status(mrd__cli_ctx *ctx)
     fprintf(ctx->out, "store       %s, %s\n",
             jtrue(store, "connected") ? "connected" : "NOT CONNECTED",
             jtrue(store, "migrated") ? "migrated" : "not migrated");
-    size_t i;
-    json_t *s;
     if (json_array_size(services) == 0)
         fprintf(ctx->out, "\nno services configured\n");
     json_array_foreach(services, i, s)
     {
+        json_t *rec = recovery_quiet(ctx, js(s, "name"));
         fputc('\n', ctx->out);
-        print_service_block(ctx, s);
+        /* an empty document still gives the column, all "-" */
+        json_t *empty = rec ? NULL : json_object();
+        print_service_block(ctx, s, rec ? rec : empty);
+        json_decref(rec);
+        json_decref(empty);
     }
     mrd__cli_resp_clear(&st);
     mrd__cli_resp_clear(&sv);
@@ -418,7 +458,7 @@ static int cmd_services(mrd__cli_ctx *ctx)
             print_json(ctx, r.json);
         } else {
             char c1[200], b[32];
-            print_service_block(ctx, r.json);
+            print_service_block(ctx, r.json, NULL);
             fprintf(ctx->out, "\nprofile     %s\n",
                     mrd__cli_sanitize(js(r.json, "profile"), c1, sizeof(c1)));
             const char *lf = js(r.json, "last_failover_at");
@@ -1158,6 +1198,390 @@ static int cmd_start(mrd__cli_ctx *ctx, const char *kind)
     return wait_operation(ctx, id);
 }
 
+/* ---- checkpoint, recovery ------------------------------------------------ */
+
+/* "<svc path>/checkpoints/<id>?wait_ms=N[&regions=...]" */
+static int ckpt_path(mrd__cli_ctx *ctx, const char *id, int64_t wait_ms, char *buf, size_t len)
+{
+    char suffix[700];
+    snprintf(suffix, sizeof(suffix), "/checkpoints/%s?wait_ms=%" PRId64, id, wait_ms);
+    if (ctx->args->regions) {
+        size_t n = strlen(suffix);
+        snprintf(suffix + n, sizeof(suffix) - n, "&regions=");
+        if (mrd__cli_url_escape(ctx->args->regions, suffix, sizeof(suffix)) != 0) {
+            mrd__cli_error(ctx->err, NULL, "--regions too long");
+            return MRD__CLI_EXIT_USAGE;
+        }
+    }
+    return svc_path(ctx, ctx->args->pos[1], suffix, buf, len);
+}
+
+/* "reached at T (after D)" for one region of a checkpoint document. */
+static void reached_text(const json_t *ck, const char *t, char *buf, size_t len)
+{
+    char when[32], after[32];
+    int64_t t0, t1;
+    mrd__cli_fmt_time(t, when, sizeof(when));
+    if (mrd__cli_time_parse(js(ck, "created_at"), &t0) == 0 && mrd__cli_time_parse(t, &t1) == 0)
+        snprintf(buf, len, "%s (after %s)", when,
+                 mrd__cli_fmt_ms((t1 - t0) / 1000, after, sizeof(after)));
+    else
+        snprintf(buf, len, "%s", when);
+}
+
+/* The pending regions, "ap, us", or "-". */
+static void pending_text(const json_t *ck, char *buf, size_t len)
+{
+    size_t i;
+    json_t *p;
+    snprintf(buf, len, "-");
+    json_array_foreach(json_object_get(ck, "pending"), i, p)
+    {
+        size_t n = i == 0 ? 0 : strlen(buf);
+        char clean[80];
+        snprintf(buf + n, len - n, "%s%s", i ? ", " : "",
+                 mrd__cli_sanitize(json_string_value(p), clean, sizeof(clean)));
+    }
+}
+
+static const char *ckpt_state(const json_t *ck, mrd__cli_color *c)
+{
+    if (jtrue(ck, "lost")) {
+        *c = MRD__CLI_RED;
+        return "lost";
+    }
+    if (jtrue(ck, "complete")) {
+        *c = MRD__CLI_GREEN;
+        return "complete";
+    }
+    *c = MRD__CLI_YELLOW;
+    return "pending";
+}
+
+static void print_ckpt_head(mrd__cli_ctx *ctx, const json_t *ck)
+{
+    char c1[100], pos[MRD_POS_STRLEN], when[32];
+    fprintf(ctx->out,
+            "checkpoint %" PRId64 " of %s (%s): position %s, epoch %" PRId64 ", created %s\n",
+            jint(ck, "id", NULL), mrd__cli_sanitize(js(ck, "service"), c1, sizeof(c1)),
+            js(ck, "kind") ? js(ck, "kind") : "?", pos_text(ck, "position", pos, sizeof(pos)),
+            jint(ck, "epoch", NULL), mrd__cli_fmt_time(js(ck, "created_at"), when, sizeof(when)));
+}
+
+static void print_ckpt(mrd__cli_ctx *ctx, const json_t *ck)
+{
+    print_ckpt_head(ctx, ck);
+    static const char *const hdr[] = {"REGION", "REACHED"};
+    mrd__cli_table *t = mrd__cli_table_new(2, hdr);
+    if (t == NULL)
+        return;
+    const char *region;
+    json_t *v;
+    json_object_foreach(json_object_get(ck, "reached"), region, v)
+    {
+        char b[80];
+        reached_text(ck, json_string_value(v), b, sizeof(b));
+        mrd__cli_table_row(t);
+        mrd__cli_table_cell(t, 0, region);
+        mrd__cli_table_cell(t, MRD__CLI_GREEN, b);
+    }
+    size_t i;
+    json_array_foreach(json_object_get(ck, "pending"), i, v)
+    {
+        mrd__cli_table_row(t);
+        mrd__cli_table_cell(t, 0, json_string_value(v));
+        mrd__cli_table_cell(t, MRD__CLI_YELLOW, "pending");
+    }
+    mrd__cli_table_print(t, ctx->out, "  ", ctx->color);
+    mrd__cli_table_free(t);
+    mrd__cli_color c;
+    const char *st = ckpt_state(ck, &c);
+    fprintf(ctx->out, "state: %s%s%s\n", ctx->color ? "\033[1m" : "", st,
+            ctx->color ? "\033[0m" : "");
+}
+
+/* Long-polls checkpoint id until complete, lost, --timeout or a 4xx.
+ * Prints each region as it reaches it. Returns the exit code. */
+static int wait_checkpoint(mrd__cli_ctx *ctx, const char *id)
+{
+    int64_t deadline = now_ms() + (int64_t)(ctx->args->timeout_s * 1000.0);
+    char printed[32][64];
+    size_t nprinted = 0;
+    int ex = MRD__CLI_EXIT_TIMEOUT, failing = 0;
+    json_t *last = NULL;
+    for (int round = 0; round < 100000; round++) {
+        int64_t slice = mrd__cli_wait_slice_ms(deadline - now_ms());
+        char path[1200];
+        if ((ex = ckpt_path(ctx, id, slice, path, sizeof(path))) != 0)
+            break;
+        ex = MRD__CLI_EXIT_TIMEOUT;
+        mrd__cli_resp r;
+        /* the controller holds the answer up to slice ms: give the exchange that long too */
+        int64_t asked = now_ms();
+        long old = mrd__cli_client_set_timeout(ctx->client, (long)slice + 10000);
+        int rc = mrd__cli_request(ctx->client, "GET", path, NULL, NULL, &r);
+        mrd__cli_client_set_timeout(ctx->client, old);
+        if (rc != 0 || r.status >= 500) {
+            if (!failing)
+                mrd__cli_error(ctx->err, r.error, "no controller answers; still waiting");
+            failing = 1;
+        } else if (r.status != 200 || !json_is_object(r.json)) {
+            ex = api_fail(ctx, 0, &r);
+            mrd__cli_resp_clear(&r);
+            break;
+        } else {
+            failing = 0;
+            json_decref(last);
+            last = json_incref(r.json);
+            const char *region;
+            json_t *v;
+            json_object_foreach(json_object_get(r.json, "reached"), region, v)
+            {
+                int seen = 0;
+                for (size_t k = 0; k < nprinted; k++)
+                    seen |= strcmp(printed[k], region) == 0;
+                if (seen || nprinted == 32)
+                    continue;
+                snprintf(printed[nprinted++], sizeof(printed[0]), "%s", region);
+                if (!ctx->json) {
+                    char c1[80], b[80];
+                    reached_text(r.json, json_string_value(v), b, sizeof(b));
+                    fprintf(ctx->out, "  %s reached it at %s\n",
+                            mrd__cli_sanitize(region, c1, sizeof(c1)), b);
+                    fflush(ctx->out);
+                }
+            }
+            if (jtrue(r.json, "lost") || jtrue(r.json, "complete")) {
+                ex = jtrue(r.json, "lost") ? MRD__CLI_EXIT_FAILED : MRD__CLI_EXIT_OK;
+                if (!ctx->json)
+                    fprintf(ctx->out, "checkpoint %s %s\n", id, ex ? "lost" : "complete");
+                mrd__cli_resp_clear(&r);
+                break;
+            }
+        }
+        mrd__cli_resp_clear(&r);
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        /* after an error, or an answer that did not hold (a controller that
+         * ignores wait_ms), pause instead of spinning */
+        int64_t pause = failing ? 500 : (now_ms() - asked < 100 ? 100 : 0);
+        if (pause > 0 && sleep_or_signal(left < pause ? left : pause) != 0)
+            break;
+    }
+    if (ctx->json && last)
+        print_json(ctx, last);
+    if (ex == MRD__CLI_EXIT_TIMEOUT && failing && last == NULL) {
+        mrd__cli_error(ctx->err, NULL, "no controller answered while waiting for checkpoint %s",
+                       id);
+        ex = MRD__CLI_EXIT_UNREACHABLE;
+    } else if (ex == MRD__CLI_EXIT_TIMEOUT) {
+        char pending[400] = "unknown";
+        if (last)
+            pending_text(last, pending, sizeof(pending));
+        if (!ctx->json)
+            fprintf(ctx->out, "checkpoint %s pending in: %s\n", id, pending);
+        mrd__cli_error(ctx->err, NULL,
+                       "timed out after %.0f s waiting for checkpoint %s; pending: %s",
+                       ctx->args->timeout_s, id, pending);
+    }
+    json_decref(last);
+    return ex;
+}
+
+static int ckpt_create(mrd__cli_ctx *ctx)
+{
+    const mrd__cli_args *a = ctx->args;
+    char path[600];
+    int ex = svc_path(ctx, a->pos[1], "/checkpoints", path, sizeof(path));
+    if (ex)
+        return ex;
+    json_t *body = json_object();
+    if (a->position)
+        json_object_set_new(body, "position", json_string(a->position));
+    mrd__cli_resp r;
+    ex = call(ctx, "POST", path, body, NULL, &r);
+    json_decref(body);
+    if (ex)
+        return ex;
+    int ok;
+    int64_t idn = jint(r.json, "id", &ok);
+    if (!ok || idn <= 0) {
+        mrd__cli_error(ctx->err, NULL, "the controller answered no checkpoint id");
+        mrd__cli_resp_clear(&r);
+        return MRD__CLI_EXIT_UNREACHABLE;
+    }
+    char id[32];
+    snprintf(id, sizeof(id), "%" PRId64, idn);
+    if (ctx->json && !a->wait) {
+        print_json(ctx, r.json);
+    } else if (!ctx->json) {
+        char c1[100], pos[MRD_POS_STRLEN];
+        fprintf(ctx->out, "checkpoint %s created for %s at position %s, epoch %" PRId64 "\n", id,
+                mrd__cli_sanitize(a->pos[1], c1, sizeof(c1)),
+                pos_text(r.json, "position", pos, sizeof(pos)), jint(r.json, "epoch", NULL));
+        fflush(ctx->out);
+    }
+    mrd__cli_resp_clear(&r);
+    if (!a->wait)
+        return 0;
+    return wait_checkpoint(ctx, id);
+}
+
+static int ckpt_show(mrd__cli_ctx *ctx)
+{
+    const mrd__cli_args *a = ctx->args;
+    int64_t wait_ms = a->wait_ms > 0 ? a->wait_ms : 0;
+    char path[1200];
+    int ex = ckpt_path(ctx, a->pos[2], wait_ms, path, sizeof(path));
+    if (ex)
+        return ex;
+    mrd__cli_resp r;
+    long old = mrd__cli_client_set_timeout(ctx->client, (long)wait_ms + 10000);
+    ex = get(ctx, path, &r);
+    mrd__cli_client_set_timeout(ctx->client, old);
+    if (ex)
+        return ex;
+    if (ctx->json)
+        print_json(ctx, r.json);
+    else
+        print_ckpt(ctx, r.json);
+    mrd__cli_resp_clear(&r);
+    return 0;
+}
+
+static int ckpt_list(mrd__cli_ctx *ctx)
+{
+    const mrd__cli_args *a = ctx->args;
+    char suffix[200], path[800];
+    snprintf(suffix, sizeof(suffix), "/checkpoints?limit=%ld%s%s%s%s", a->limit,
+             a->kind ? "&kind=" : "", a->kind ? a->kind : "", a->operation ? "&operation=" : "",
+             a->operation ? a->operation : ""); /* both checked by the parser */
+    int ex = svc_path(ctx, a->pos[1], suffix, path, sizeof(path));
+    mrd__cli_resp r;
+    if (ex || (ex = get(ctx, path, &r)) != 0)
+        return ex;
+    if (ctx->json) {
+        print_json(ctx, r.json);
+        mrd__cli_resp_clear(&r);
+        return 0;
+    }
+    json_t *list = json_object_get(r.json, "checkpoints");
+    static const char *const hdr[] = {"ID",      "KIND",  "POSITION", "EPOCH",
+                                      "CREATED", "STATE", "REACHED",  "OPERATION"};
+    mrd__cli_table *t = mrd__cli_table_new(8, hdr);
+    if (t) {
+        mrd__cli_table_align_right(t, 0);
+        mrd__cli_table_align_right(t, 3);
+        size_t i;
+        json_t *ck;
+        json_array_foreach(list, i, ck)
+        {
+            char pos[MRD_POS_STRLEN], when[32], regions[300] = "";
+            const char *region;
+            json_t *v;
+            json_object_foreach(json_object_get(ck, "reached"), region, v)
+            {
+                size_t n = strlen(regions);
+                snprintf(regions + n, sizeof(regions) - n, "%s%s", n ? "," : "", region);
+            }
+            mrd__cli_color c;
+            const char *st = ckpt_state(ck, &c);
+            int ok;
+            int64_t op = jint(ck, "operation_id", &ok);
+            mrd__cli_table_row(t);
+            mrd__cli_table_cellf(t, 0, "%" PRId64, jint(ck, "id", NULL));
+            mrd__cli_table_cell(t, 0, js(ck, "kind"));
+            mrd__cli_table_cell(t, 0, pos_text(ck, "position", pos, sizeof(pos)));
+            mrd__cli_table_cellf(t, 0, "%" PRId64, jint(ck, "epoch", NULL));
+            mrd__cli_table_cell(t, 0, mrd__cli_fmt_time(js(ck, "created_at"), when, 32));
+            mrd__cli_table_cell(t, c, st);
+            mrd__cli_table_cell(t, 0, regions[0] ? regions : "-");
+            if (ok)
+                mrd__cli_table_cellf(t, 0, "%" PRId64, op);
+            else
+                mrd__cli_table_cell(t, 0, "-");
+        }
+        if (json_array_size(list) == 0)
+            fprintf(ctx->out, "no checkpoints\n");
+        else
+            mrd__cli_table_print(t, ctx->out, "", ctx->color);
+        mrd__cli_table_free(t);
+    }
+    mrd__cli_resp_clear(&r);
+    return 0;
+}
+
+static int cmd_checkpoint(mrd__cli_ctx *ctx)
+{
+    const char *sub = ctx->args->pos[0];
+    if (strcmp(sub, "create") == 0)
+        return ckpt_create(ctx);
+    if (strcmp(sub, "show") == 0)
+        return ckpt_show(ctx);
+    return ckpt_list(ctx); /* the parser allows nothing else */
+}
+
+static int cmd_recovery(mrd__cli_ctx *ctx)
+{
+    char path[600];
+    int ex = svc_path(ctx, ctx->args->pos[0], "/recovery", path, sizeof(path));
+    mrd__cli_resp r;
+    if (ex || (ex = get(ctx, path, &r)) != 0)
+        return ex;
+    if (ctx->json) {
+        print_json(ctx, r.json);
+        mrd__cli_resp_clear(&r);
+        return 0;
+    }
+    json_t *d = r.json;
+    char c1[100], c2[100], b[32];
+    fprintf(
+        ctx->out, "service %s: primary %s, epoch %" PRId64 ", checkpoint interval %s\n",
+        mrd__cli_sanitize(js(d, "service"), c1, sizeof(c1)),
+        mrd__cli_sanitize(js(d, "primary_region") ? js(d, "primary_region") : "-", c2, sizeof(c2)),
+        jint(d, "epoch", NULL), ms_or_dash(d, "checkpoint_interval_ms", b, sizeof(b)));
+    static const char *const hdr[] = {"REGION", "ROLE", "RECOVERY POINT", "CHECKPOINT",
+                                      "RPO",    "LAG",  "LAG TIME"};
+    mrd__cli_table *t = mrd__cli_table_new(7, hdr);
+    if (t) {
+        mrd__cli_table_align_right(t, 3);
+        mrd__cli_table_align_right(t, 4);
+        mrd__cli_table_align_right(t, 5);
+        mrd__cli_table_align_right(t, 6);
+        size_t i;
+        json_t *reg;
+        json_array_foreach(json_object_get(d, "regions"), i, reg)
+        {
+            char when[32], b1[32], b2[32], b3[32];
+            int ok;
+            int64_t ck = jint(reg, "checkpoint_id", &ok);
+            mrd__cli_table_row(t);
+            mrd__cli_table_cell(t, 0, js(reg, "region"));
+            mrd__cli_table_cell(t, jtrue(reg, "primary") ? MRD__CLI_BOLD : 0,
+                                jtrue(reg, "primary") ? "primary" : "replica");
+            mrd__cli_table_cell(t, 0, mrd__cli_fmt_time(js(reg, "recovery_point"), when, 32));
+            if (ok)
+                mrd__cli_table_cellf(t, 0, "%" PRId64, ck);
+            else
+                mrd__cli_table_cell(t, 0, "-");
+            mrd__cli_table_cell(t, 0,
+                                mrd__cli_fmt_seconds(json_object_get(reg, "rpo_seconds"), b1, 32));
+            mrd__cli_table_cell(t, 0, bytes_or_dash(reg, "lag_bytes", b2, sizeof(b2)));
+            mrd__cli_table_cell(t, 0,
+                                mrd__cli_fmt_seconds(json_object_get(reg, "lag_seconds"), b3, 32));
+        }
+        fputc('\n', ctx->out);
+        if (json_array_size(json_object_get(d, "regions")) == 0)
+            fprintf(ctx->out, "no regions\n");
+        else
+            mrd__cli_table_print(t, ctx->out, "", ctx->color);
+        mrd__cli_table_free(t);
+    }
+    mrd__cli_resp_clear(&r);
+    return 0;
+}
+
 /* ---- plan, maintenance, version ---------------------------------------- */
 
 static int cmd_plan(mrd__cli_ctx *ctx)
@@ -1330,6 +1754,10 @@ int mrd__cli_run(mrd__cli_ctx *ctx)
         return cmd_maintenance(ctx);
     if (strcmp(c, "operations") == 0)
         return cmd_operations(ctx);
+    if (strcmp(c, "checkpoint") == 0)
+        return cmd_checkpoint(ctx);
+    if (strcmp(c, "recovery") == 0)
+        return cmd_recovery(ctx);
     mrd__cli_error(ctx->err, NULL, "unknown command \"%s\"", c);
     return MRD__CLI_EXIT_USAGE;
 }

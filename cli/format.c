@@ -74,6 +74,43 @@ char *mrd__cli_fmt_ms(int64_t ms, char *buf, size_t len)
     return buf;
 }
 
+char *mrd__cli_fmt_seconds(const json_t *v, char *buf, size_t len)
+{
+    if (len == 0)
+        return buf;
+    if (!json_is_number(v)) {
+        snprintf(buf, len, "-");
+        return buf;
+    }
+    double s = json_number_value(v);
+    if (s > 9.2e15 || s < -9.2e15) /* beyond int64 milliseconds */
+        s = s > 0 ? 9.2e15 : -9.2e15;
+    double ms = s * 1000.0;
+    return mrd__cli_fmt_ms((int64_t)(ms < 0 ? ms - 0.5 : ms + 0.5), buf, len);
+}
+
+char *mrd__cli_fmt_rpo(const json_t *recovery, const char *region, char *buf, size_t len)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(recovery, "regions"), i, r)
+    {
+        const char *name = json_string_value(json_object_get(r, "region"));
+        if (name && region && strcmp(name, region) == 0)
+            return mrd__cli_fmt_seconds(json_object_get(r, "rpo_seconds"), buf, len);
+    }
+    if (len)
+        snprintf(buf, len, "-");
+    return buf;
+}
+
+int64_t mrd__cli_wait_slice_ms(int64_t left_ms)
+{
+    if (left_ms <= 0)
+        return 0;
+    return left_ms > 60000 ? 60000 : left_ms;
+}
+
 /* Reads exactly n decimal digits. */
 static int digits(const char **p, int n, int *out)
 {

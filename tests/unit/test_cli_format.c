@@ -1,6 +1,7 @@
 /* Unit tests of meridianctl's pure parts: byte and duration humanising,
- * timestamps, sanitising of server text, table alignment, the command line
- * parser and the resolution of URLs and token (flags > env > config). */
+ * seconds and RPO from /recovery, long-poll slices, timestamps, sanitising of server text, table
+ * alignment, the command line parser and the resolution of URLs and token (flags > env > config).
+ */
 #include <criterion/criterion.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -286,9 +287,9 @@ Test(cli_args, help)
     cr_assert(strstr(text, "EXIT STATUS") && strstr(text, "MERIDIAN_URL"));
     cr_assert(strstr(text, "usage: meridianctl switchover SERVICE --to REGION"));
     /* every command has a line in the manual */
-    const char *cmds[] = {"status",      "services",   "nodes",    "regions",
-                          "events",      "switchover", "failover", "plan",
-                          "maintenance", "operations", "version",  NULL};
+    const char *cmds[] = {"status",     "services",   "nodes",    "regions",     "events",
+                          "switchover", "failover",   "plan",     "maintenance", "operations",
+                          "version",    "checkpoint", "recovery", NULL};
     for (int i = 0; cmds[i]; i++) {
         char line[64];
         snprintf(line, sizeof(line), "\n  %s ", cmds[i]);
@@ -370,4 +371,119 @@ Test(cli_args, url_escape)
     char small[8] = "";
     cr_assert_eq(mrd__cli_url_escape("abcdefghij", small, sizeof(small)), MRD_ETOOBIG);
     cr_assert_eq(strlen(small), 7);
+}
+
+Test(cli_format, seconds_and_rpo)
+{
+    char buf[32];
+    json_t *v = json_real(6.6);
+    cr_assert_str_eq(mrd__cli_fmt_seconds(v, buf, sizeof(buf)), "6.60 s");
+    json_decref(v);
+    v = json_integer(125);
+    cr_assert_str_eq(mrd__cli_fmt_seconds(v, buf, sizeof(buf)), "2m05s");
+    json_decref(v);
+    v = json_real(0.0004);
+    cr_assert_str_eq(mrd__cli_fmt_seconds(v, buf, sizeof(buf)), "0 ms");
+    json_decref(v);
+    v = json_real(1e300); /* clamped, not undefined behaviour */
+    cr_assert(mrd__cli_fmt_seconds(v, buf, sizeof(buf))[0] != '-');
+    json_decref(v);
+    cr_assert_str_eq(mrd__cli_fmt_seconds(json_null(), buf, sizeof(buf)), "-");
+    cr_assert_str_eq(mrd__cli_fmt_seconds(NULL, buf, sizeof(buf)), "-");
+
+    json_error_t e;
+    json_t *doc = json_loads("{\"regions\": [{\"region\": \"eu\", \"rpo_seconds\": 0.25},"
+                             " {\"region\": \"us\", \"rpo_seconds\": 61},"
+                             " {\"region\": \"ap\", \"rpo_seconds\": null}, {\"rpo_seconds\": 3}]}",
+                             0, &e);
+    cr_assert_not_null(doc, "%s", e.text);
+    cr_assert_str_eq(mrd__cli_fmt_rpo(doc, "eu", buf, sizeof(buf)), "250 ms");
+    cr_assert_str_eq(mrd__cli_fmt_rpo(doc, "us", buf, sizeof(buf)), "1m01s");
+    cr_assert_str_eq(mrd__cli_fmt_rpo(doc, "ap", buf, sizeof(buf)), "-");
+    cr_assert_str_eq(mrd__cli_fmt_rpo(doc, "sa", buf, sizeof(buf)), "-");
+    cr_assert_str_eq(mrd__cli_fmt_rpo(doc, NULL, buf, sizeof(buf)), "-");
+    cr_assert_str_eq(mrd__cli_fmt_rpo(NULL, "eu", buf, sizeof(buf)), "-");
+    json_decref(doc);
+}
+
+Test(cli_format, wait_slices)
+{
+    cr_assert_eq(mrd__cli_wait_slice_ms(-5), 0);
+    cr_assert_eq(mrd__cli_wait_slice_ms(0), 0);
+    cr_assert_eq(mrd__cli_wait_slice_ms(2999), 2999);
+    cr_assert_eq(mrd__cli_wait_slice_ms(60000), 60000);
+    cr_assert_eq(mrd__cli_wait_slice_ms(120000), 60000);
+}
+
+Test(cli_args, checkpoint_commands)
+{
+    mrd__cli_args a;
+    char err[256];
+    cr_assert_eq(P("checkpoint", "create", "orders"), 0, "%s", err);
+    cr_assert_null(a.position);
+    cr_assert_eq(a.wait_ms, -1);
+    cr_assert_eq(P("checkpoint", "create", "orders", "--position", "0/3000148", "--wait",
+                   "--regions", "eu,us", "--timeout", "3"),
+                 0, "%s", err);
+    cr_assert_str_eq(a.pos[0], "create");
+    cr_assert_str_eq(a.pos[1], "orders");
+    cr_assert_str_eq(a.position, "0/3000148");
+    cr_assert_str_eq(a.regions, "eu,us");
+    cr_assert(a.wait);
+    cr_assert_eq(a.timeout_s, 3.0);
+    cr_assert_eq(P("checkpoint", "show", "orders", "42", "--wait-ms=60000", "--regions", "ap"), 0,
+                 "%s", err);
+    cr_assert_eq(a.wait_ms, 60000);
+    cr_assert_str_eq(a.pos[2], "42");
+    cr_assert_eq(P("checkpoint", "list", "orders", "--kind", "barrier", "--operation", "7",
+                   "--limit", "1000"),
+                 0, "%s", err);
+    cr_assert_str_eq(a.kind, "barrier");
+    cr_assert_str_eq(a.operation, "7");
+    cr_assert_eq(a.limit, 1000);
+    cr_assert_eq(P("checkpoint", "list", "orders"), 0, "%s", err);
+    cr_assert_eq(a.limit, 50);
+    cr_assert_eq(P("recovery", "orders", "--json"), 0, "%s", err);
+    cr_assert(a.json);
+
+    struct {
+        const char *argv[8];
+        const char *msg;
+    } cases[] = {
+        {{"checkpoint", "create"}, "checkpoint: missing argument"},
+        {{"checkpoint", "drop", "orders"}, "checkpoint: expected create, show or list"},
+        {{"checkpoint", "create", "orders", "5"}, "checkpoint create: too many arguments"},
+        {{"checkpoint", "show", "orders"}, "checkpoint show: missing argument"},
+        {{"checkpoint", "show", "orders", "x1"}, "checkpoint show: the id must be"},
+        {{"checkpoint", "show", "orders", "0"}, "checkpoint show: the id must be"},
+        {{"checkpoint", "list", "orders", "3"}, "checkpoint list: too many arguments"},
+        {{"checkpoint", "create", "orders", "--position", "3000148"}, "--position: must be"},
+        {{"checkpoint", "create", "orders", "--position", "0/0"}, "--position: must be"},
+        {{"checkpoint", "create", "orders", "--regions", "eu,"}, "--regions: must be"},
+        {{"checkpoint", "create", "orders", "--regions", "e u"}, "--regions: must be"},
+        {{"checkpoint", "create", "orders", "--kind", "auto"},
+         "--kind is not an option of checkpoint create"},
+        {{"checkpoint", "show", "orders", "1", "--wait"},
+         "--wait is not an option of checkpoint show"},
+        {{"checkpoint", "show", "orders", "1", "--wait-ms", "60001"}, "--wait-ms: must be"},
+        {{"checkpoint", "list", "orders", "--kind", "hourly"}, "--kind: must be"},
+        {{"checkpoint", "list", "orders", "--operation", "-3"}, "--operation: must be"},
+        {{"checkpoint", "list", "orders", "--limit", "0"}, "--limit must be from 1 to 1000"},
+        {{"checkpoint", "list", "orders", "--limit", "1001"}, "--limit must be from 1 to 1000"},
+        {{"checkpoint", "list", "orders", "--position", "0/1"},
+         "--position is not an option of checkpoint list"},
+        {{"recovery"}, "recovery: missing argument"},
+        {{"recovery", "orders", "--wait"}, "--wait is not an option of recovery"},
+        {{"status", "--regions", "eu"}, "--regions is not an option of status"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *argv[10] = {"meridianctl"};
+        int argc = 1;
+        for (int k = 0; cases[i].argv[k]; k++)
+            argv[argc++] = (char *)cases[i].argv[k];
+        cr_assert_eq(mrd__cli_args_parse(argc, argv, &a, err, sizeof(err)), MRD_EINVAL,
+                     "case %zu accepted", i);
+        cr_assert(strstr(err, cases[i].msg) != NULL, "case %zu: \"%s\" lacks \"%s\"", i, err,
+                  cases[i].msg);
+    }
 }
