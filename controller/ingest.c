@@ -78,65 +78,200 @@ void mrd__ingest_close(mrd_ctl *ctl)
     in->batch = in->services = in->commands = NULL;
 }
 
-static json_t *member_row(const mrd_hb_request *r, const mrd_hb_member *m)
+/* ---- the store rows of one heartbeat, rendered as JSON text ----------
+ * A heartbeat's rows are written as compact JSON text at once, from the
+ * decoded request, and kept as text until the flush joins them: no JSON
+ * tree per pending node, no serialisation of the whole batch at each flush.
+ * The input was decoded from valid JSON, so its strings are valid UTF-8. */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int err;
+} sbuf;
+
+static void sb_raw(sbuf *b, const char *s, size_t n)
 {
-    json_t *row = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:I}", "service", m->service, "name",
-        m->name, "node", r->node, "region", r->region, "role", mrd_member_role_name(m->role),
-        "fenced", m->fenced, "healthy", m->healthy, "timeline", (json_int_t)m->timeline, "position",
-        (json_int_t)m->position, "receive_position", (json_int_t)m->receive_position,
-        "replay_position", (json_int_t)m->replay_position);
-    if (row == NULL)
-        return NULL;
-    json_object_set_new(row, "lag_bytes",
-                        m->lag_bytes < 0 ? json_null() : json_integer(m->lag_bytes));
-    json_object_set_new(row, "lag_ms", m->lag_ms < 0 ? json_null() : json_integer(m->lag_ms));
-    json_object_set_new(row, "replay_timestamp_ms",
-                        m->replay_timestamp_ms > 0 ? json_integer(m->replay_timestamp_ms)
-                                                   : json_null());
+    if (b->err)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (q == NULL) {
+            b->err = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_lit(sbuf *b, const char *s)
+{
+    sb_raw(b, s, strlen(s));
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_raw(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_raw(b, run, (size_t)(s - run));
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            sb_raw(b, esc, 2);
+        } else {
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            sb_raw(b, esc, 6);
+        }
+        run = s + 1;
+    }
+    sb_raw(b, run, (size_t)(s - run));
+    sb_raw(b, "\"", 1);
+}
+
+static void sb_key(sbuf *b, const char *key)
+{
+    int first = b->len == 0 || b->p[b->len - 1] == '{';
+    sb_lit(b, first ? "\"" : ",\"");
+    sb_lit(b, key);
+    sb_raw(b, "\":", 2);
+}
+
+static void sb_kstr(sbuf *b, const char *key, const char *v)
+{
+    sb_key(b, key);
+    sb_str(b, v);
+}
+
+static void sb_kint(sbuf *b, const char *key, long long v)
+{
+    char num[32];
+    sb_key(b, key);
+    sb_raw(b, num, (size_t)snprintf(num, sizeof(num), "%lld", v));
+}
+
+static void sb_kbool(sbuf *b, const char *key, int v)
+{
+    sb_key(b, key);
+    sb_lit(b, v ? "true" : "false");
+}
+
+/* null when v < 0 (unknown). */
+static void sb_kint_or_null(sbuf *b, const char *key, long long v)
+{
+    if (v < 0) {
+        sb_key(b, key);
+        sb_lit(b, "null");
+    } else {
+        sb_kint(b, key, v);
+    }
+}
+
+static void render_member(sbuf *b, const mrd_hb_request *r, const mrd_hb_member *m)
+{
     int64_t epoch = 0;
     for (size_t i = 0; i < r->nepochs; i++)
         if (strcmp(r->epochs[i].service, m->service) == 0)
             epoch = r->epochs[i].epoch;
-    json_object_set_new(row, "epoch_seen", json_integer(epoch));
-    return row;
+    sb_lit(b, "{");
+    sb_kstr(b, "service", m->service);
+    sb_kstr(b, "name", m->name);
+    sb_kstr(b, "node", r->node);
+    sb_kstr(b, "region", r->region);
+    sb_kstr(b, "role", mrd_member_role_name(m->role));
+    sb_kbool(b, "fenced", m->fenced);
+    sb_kbool(b, "healthy", m->healthy);
+    sb_kint(b, "timeline", m->timeline);
+    sb_kint(b, "position", m->position);
+    sb_kint(b, "receive_position", m->receive_position);
+    sb_kint(b, "replay_position", m->replay_position);
+    sb_kint_or_null(b, "lag_bytes", m->lag_bytes);
+    sb_kint_or_null(b, "lag_ms", m->lag_ms);
+    sb_kint_or_null(b, "replay_timestamp_ms",
+                    m->replay_timestamp_ms > 0 ? m->replay_timestamp_ms : -1);
+    sb_kint(b, "epoch_seen", epoch);
+    sb_lit(b, "}");
 }
 
-/* The store row of one heartbeat: {node: {...}, members: [...], results: [...]}. */
+/* The pending rows of one node: [rows, "node", "members", "results"], the
+ * last three JSON texts (members and results: objects joined by commas). */
 static json_t *entry_from_request(const mrd_hb_request *r)
 {
-    json_t *checks = json_array(), *probes = json_array(), *members = json_array(),
-           *results = json_array();
-    for (size_t i = 0; i < r->nchecks; i++)
-        json_array_append_new(checks,
-                              json_pack("{s:s, s:s, s:s, s:I}", "name", r->checks[i].name, "status",
-                                        mrd_check_status_name(r->checks[i].status), "output",
-                                        r->checks[i].output, "duration_ms",
-                                        (json_int_t)r->checks[i].duration_ms));
-    for (size_t i = 0; i < r->nprobes; i++)
-        json_array_append_new(
-            probes, json_pack("{s:s, s:s, s:b, s:f, s:s}", "region", r->probes[i].region, "target",
-                              r->probes[i].target, "ok", r->probes[i].ok, "latency_ms",
-                              r->probes[i].latency_ms, "error", r->probes[i].error));
-    for (size_t i = 0; i < r->nmembers; i++)
-        json_array_append_new(members, member_row(r, &r->members[i]));
-    for (size_t i = 0; i < r->nresults; i++) {
-        const mrd_hb_result *res = &r->results[i];
-        json_array_append_new(
-            results, json_pack("{s:s, s:s, s:{s:s, s:s, s:I, s:I}}", "id", res->id, "status",
-                               mrd_result_status_name(res->status), "result", "status",
-                               mrd_result_status_name(res->status), "error", res->error, "epoch",
-                               (json_int_t)res->epoch, "position", (json_int_t)res->position));
+    sbuf node = {0}, members = {0}, results = {0};
+    char num[48];
+    sb_lit(&node, "{");
+    sb_kstr(&node, "name", r->node);
+    sb_kstr(&node, "region", r->region);
+    sb_kint(&node, "seq", r->seq);
+    sb_kstr(&node, "api_url", r->api_url);
+    sb_key(&node, "checks");
+    sb_lit(&node, "[");
+    for (size_t i = 0; i < r->nchecks; i++) {
+        sb_lit(&node, i ? ",{" : "{");
+        sb_kstr(&node, "name", r->checks[i].name);
+        sb_kstr(&node, "status", mrd_check_status_name(r->checks[i].status));
+        sb_kstr(&node, "output", r->checks[i].output);
+        sb_kint(&node, "duration_ms", r->checks[i].duration_ms);
+        sb_lit(&node, "}");
     }
-    return json_pack("{s:{s:s, s:s, s:I, s:o, s:o, s:s}, s:o, s:o}", "node", "name", r->node,
-                     "region", r->region, "seq", (json_int_t)r->seq, "checks", checks, "probes",
-                     probes, "api_url", r->api_url, "members", members, "results", results);
+    sb_lit(&node, "]");
+    sb_key(&node, "probes");
+    sb_lit(&node, "[");
+    for (size_t i = 0; i < r->nprobes; i++) {
+        sb_lit(&node, i ? ",{" : "{");
+        sb_kstr(&node, "region", r->probes[i].region);
+        sb_kstr(&node, "target", r->probes[i].target);
+        sb_kbool(&node, "ok", r->probes[i].ok);
+        sb_key(&node, "latency_ms");
+        sb_raw(&node, num, (size_t)snprintf(num, sizeof(num), "%.3f", r->probes[i].latency_ms));
+        sb_kstr(&node, "error", r->probes[i].error);
+        sb_lit(&node, "}");
+    }
+    sb_lit(&node, "]}");
+    for (size_t i = 0; i < r->nmembers; i++) {
+        if (i)
+            sb_lit(&members, ",");
+        render_member(&members, r, &r->members[i]);
+    }
+    for (size_t i = 0; i < r->nresults; i++) {
+        const mrd_hb_result *x = &r->results[i];
+        sb_lit(&results, i ? ",{" : "{");
+        sb_kstr(&results, "id", x->id);
+        sb_kstr(&results, "status", mrd_result_status_name(x->status));
+        sb_key(&results, "result");
+        sb_lit(&results, "{");
+        sb_kstr(&results, "status", mrd_result_status_name(x->status));
+        sb_kstr(&results, "error", x->error);
+        sb_kint(&results, "epoch", x->epoch);
+        sb_kint(&results, "position", x->position);
+        sb_lit(&results, "}}");
+    }
+    json_t *entry = NULL;
+    if (!node.err && !members.err && !results.err)
+        entry = json_pack("[I, s#, s#, s#]", (json_int_t)(1 + r->nmembers + r->nresults), node.p,
+                          (int)node.len, members.p ? members.p : "", (int)members.len,
+                          results.p ? results.p : "", (int)results.len);
+    free(node.p);
+    free(members.p);
+    free(results.p);
+    return entry;
 }
 
 static size_t entry_rows(json_t *entry)
 {
-    return 1 + json_array_size(json_object_get(entry, "members")) +
-           json_array_size(json_object_get(entry, "results"));
+    return (size_t)json_integer_value(json_array_get(entry, 0));
 }
 
 static const char *flush_sql =
@@ -233,20 +368,37 @@ static void flush(mrd_ctl *ctl)
         in->waiters = NULL;
         return;
     }
-    json_t *nodes = json_array(), *members = json_array(), *results = json_array();
+    /* {"nodes": [...], "members": [...], "results": [...]} from the texts */
+    sbuf nodes = {0}, members = {0}, results = {0};
     const char *node;
     json_t *entry;
     json_object_foreach(in->batch, node, entry)
     {
-        json_array_append(nodes, json_object_get(entry, "node"));
-        json_array_extend(members, json_object_get(entry, "members"));
-        json_array_extend(results, json_object_get(entry, "results"));
+        const char *n = json_string_value(json_array_get(entry, 1));
+        const char *m = json_string_value(json_array_get(entry, 2));
+        const char *r = json_string_value(json_array_get(entry, 3));
+        sb_lit(&nodes, nodes.len ? "," : "{\"nodes\":[");
+        sb_lit(&nodes, n ? n : "{}");
+        if (m && m[0]) {
+            sb_lit(&members, members.len ? "," : "");
+            sb_lit(&members, m);
+        }
+        if (r && r[0]) {
+            sb_lit(&results, results.len ? "," : "");
+            sb_lit(&results, r);
+        }
     }
-    int notify = in->urgent || json_array_size(results) > 0;
-    json_t *doc =
-        json_pack("{s:o, s:o, s:o}", "nodes", nodes, "members", members, "results", results);
-    char *text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
+    int notify = in->urgent || results.len > 0;
+    sb_lit(&nodes, "],\"members\":[");
+    sb_raw(&nodes, members.p ? members.p : "", members.len);
+    sb_lit(&nodes, "],\"results\":[");
+    sb_raw(&nodes, results.p ? results.p : "", results.len);
+    sb_lit(&nodes, "]}");
+    free(members.p);
+    free(results.p);
+    char *text = nodes.err || members.err || results.err ? NULL : nodes.p;
+    if (text == NULL)
+        free(nodes.p);
     flush_req *f = calloc(1, sizeof(*f));
     if (text == NULL || f == NULL) {
         free(text);
