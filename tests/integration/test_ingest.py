@@ -186,6 +186,28 @@ def replica_at_once_primary_recorded():
                                          dbname=db) == 5, SLACK, what="the replica's row")
 
 
+@test
+def awkward_text_is_stored_as_sent():
+    """Check output and probe errors with quotes, backslashes, JSON-looking
+    text and non-ASCII reach the store unchanged (control characters are
+    refused by the protocol) (the rows are
+    rendered as JSON text by the controller: one bad escape would make every
+    flush fail)."""
+    ctl, db = fresh_controller("text")
+    weird = 'say "hi" \\ back\\slash \\n \\u0000 {"x": [1]} \u00e9t\u00e9 \u2603 \u2028 end'
+    hb = heartbeat("db-eu-9", 3, "primary", pos=4096)
+    hb["checks"] = [{"name": "pg", "status": "warning", "output": weird, "duration_ms": 2}]
+    hb["probes"] = [{"region": "us", "target": "127.0.0.1:1", "ok": False, "latency_ms": 1.25,
+                     "error": weird}]
+    code, ans = http_json("POST", ctl.url + "/v1/agent/heartbeat", hb, AGENT_TOKEN,
+                          timeout=SLACK)
+    assert code == 200 and ans["recorded"] is True, (code, ans)
+    row = store().sql("SELECT checks->0->>'output', probes->0->>'error',"
+                      " (probes->0->>'latency_ms')::float FROM meridian.nodes"
+                      " WHERE name = 'db-eu-9'", dbname=db)
+    assert row == [(weird, weird, 1.25)], "stored %r" % row
+
+
 class Load:
     """N simulated nodes, heartbeats with growing seq, from a few threads
     over keep-alive connections. Node k hosts a primary when k % 10 == 0.
