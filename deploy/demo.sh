@@ -114,7 +114,7 @@ demo_store() {
 # demo_controller NAME REGION: writes NAME's config and starts it.
 demo_controller() {
     local name=$1 region=$2 port cfg log
-    port=$(mrd_free_port)
+    mrd_free_port; port=$MRD_PORT
     cfg=$MRD_TMP/$name.json
     log=$MRD_TMP/$name.log
     cat >"$cfg" <<JSON

@@ -473,20 +473,31 @@ _ports_given = set()
 _ports_lock = threading.Lock()
 
 
+# Ports handed out come from below the kernel's ephemeral range (32768-60999
+# here): a port picked from inside it can be taken, before the server we
+# start binds it, by the local end of any outgoing connection (libpq, curl).
+FREE_PORT_RANGE = (15000, 32000)
+
+
 def free_port():
-    """Returns a TCP port on 127.0.0.1 that nothing listens on now and that
-    this process has not handed out before."""
+    """Returns a TCP port on 127.0.0.1 that nothing listens on now, that this
+    process has not handed out before, and that no outgoing connection will
+    take as its local port (below the ephemeral range)."""
+    import random
     with _ports_lock:
-        for _ in range(200):
+        for _ in range(500):
+            port = random.randrange(*FREE_PORT_RANGE)
+            if port in _ports_given or port in TAKEN_PORTS:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             finally:
                 s.close()
-            if port not in _ports_given and port not in TAKEN_PORTS:
-                _ports_given.add(port)
-                return port
+            _ports_given.add(port)
+            return port
     raise HarnessError("no free port found")
 
 

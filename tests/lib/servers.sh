@@ -9,9 +9,31 @@
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
+# mrd_free_port: sets MRD_PORT to a free port below the kernel's ephemeral
+# range (so that no outgoing connection takes it before the server binds
+# it) that was not handed out before. Call it directly, not in $(...): the
+# list of ports handed out lives in this shell.
+MRD_PORTS_GIVEN=""
 mrd_free_port() {
-    /usr/bin/python3 -c 'import socket
-s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+    local port
+    port=$(MRD_PORTS_GIVEN="$MRD_PORTS_GIVEN" /usr/bin/python3 -c 'import os, random, socket
+given = set(int(p) for p in os.environ.get("MRD_PORTS_GIVEN", "").split())
+for _ in range(500):
+    p = random.randrange(15000, 32000)
+    if p in given or p in (2024, 18081):
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break')
+    [ -n "$port" ] || return 1
+    MRD_PORTS_GIVEN="$MRD_PORTS_GIVEN $port"
+    MRD_PORT=$port
 }
 
 mrd_wait_port() { # port seconds
@@ -25,7 +47,7 @@ mrd_wait_port() { # port seconds
 
 mrd_start_pg() {
     local dir=$MRD_TMP/pg port
-    port=$(mrd_free_port)
+    mrd_free_port; port=$MRD_PORT
     mkdir -p "$dir" && chown postgres:postgres "$dir"
     runuser -u postgres -- "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres >"$MRD_TMP/pg-initdb.log" 2>&1
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$dir/data" -w -t 30 -l "$dir/log" \
@@ -39,7 +61,7 @@ mrd_start_pg() {
 
 mrd_start_pdns() {
     local dir=$MRD_TMP/pdns dns api key
-    dns=$(mrd_free_port); api=$(mrd_free_port); key=meridian-test-key
+    mrd_free_port; dns=$MRD_PORT; mrd_free_port; api=$MRD_PORT; key=meridian-test-key
     mkdir -p "$dir"
     sqlite3 "$dir/pdns.sqlite3" </usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql
     cat >"$dir/pdns.conf" <<CONF
@@ -71,7 +93,7 @@ CONF
 
 mrd_start_etcd() {
     local dir=$MRD_TMP/etcd client peer
-    client=$(mrd_free_port); peer=$(mrd_free_port)
+    mrd_free_port; client=$MRD_PORT; mrd_free_port; peer=$MRD_PORT
     mkdir -p "$dir" && chown etcd:etcd "$dir" 2>/dev/null || chown etcd "$dir"
     runuser -u etcd -- /usr/bin/etcd --name meridian-test --data-dir "$dir/data" \
         --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
