@@ -628,9 +628,11 @@ static void h_start(mrd_http_request *req, mrd_http_response *res, mrd_ctl *ctl,
     /* A retry with the key gets the operation it started, whatever the
      * topology became since (running: a conflict; done: already primary). */
     if (q->key[0]) {
-        const char *params[1] = {q->key};
-        if (mrd_pg_query(ctl->pg, "SELECT id FROM meridian.operations WHERE idempotency_key = $1",
-                         1, params, idem_done, q) != 0) {
+        const char *params[2] = {q->key, q->service};
+        if (mrd_pg_query(ctl->pg,
+                         "SELECT id FROM meridian.operations"
+                         " WHERE idempotency_key = $1 AND service = $2",
+                         2, params, idem_done, q) != 0) {
             mrd_http_respond_error(res, 503, "store_unavailable", "store is not reachable");
             free(q);
         }
