@@ -70,8 +70,13 @@ def switchover_rejoin_and_back():
     # the controller sees eu as a valid candidate again
     h.wait_until(lambda: d.service(d.leader())["decision"]["reason"] == "ok", 20,
                  what="the leader's decision ok")
-    code, plan = d.leader().get("/v1/services/orders/plan?to=eu")
-    assert code == 200 and plan["decision"] == "failover" and plan["target_region"] == "eu", plan
+    # ... once its agent reports the restarted member healthy (its check runs
+    # on its own schedule after the hook restarted PostgreSQL)
+    def plan_accepts_eu():
+        code, plan = d.leader().get("/v1/services/orders/plan?to=eu")
+        return code == 200 and plan["decision"] == "failover" and \
+            plan.get("target_region") == "eu" and plan
+    h.wait_until(plan_accepts_eu, 30, what="the plan accepting eu as a target")
 
     switchover(d, "us", "eu", epoch + 1)
     h.wait_until(lambda: d.writes and d.writes[-1][2] == d.pg["eu"].port, 30,
