@@ -32,15 +32,6 @@
 #define ROLES_CKPT_READ  (MRD_ROLES_READ | MRD_ROLE_APP)
 #define ROLES_CKPT_WRITE (MRD_ROLE_OPERATOR | MRD_ROLE_APP)
 
-static mrd__service *service_or_404(mrd_ctl *ctl, mrd_http_request *req, mrd_http_response *res)
-{
-    const char *name = mrd_http_request_param(req, "svc");
-    mrd__service *s = name ? mrd__service_find(ctl, name) : NULL;
-    if (s == NULL)
-        mrd_http_respond_error(res, 404, "not_found", "no such service");
-    return s;
-}
-
 /* 307 to the leader, or 503 when none is known. */
 static void redirect_to_leader(mrd_ctl *ctl, mrd_http_request *req, mrd_http_response *res)
 {
@@ -67,7 +58,7 @@ static void redirect_to_leader(mrd_ctl *ctl, mrd_http_request *req, mrd_http_res
 static void h_create(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd_ctl *ctl = data;
-    mrd__service *s = service_or_404(ctl, req, res);
+    mrd__service *s = mrd__api_service_or_404(ctl, req, res);
     if (s == NULL)
         return;
     size_t len = 0;
@@ -161,7 +152,7 @@ static int parse_id(const char *id, uint64_t *out)
 static void h_get(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd_ctl *ctl = data;
-    mrd__service *s = service_or_404(ctl, req, res);
+    mrd__service *s = mrd__api_service_or_404(ctl, req, res);
     if (s == NULL)
         return;
     get_req *q = calloc(1, sizeof(*q));
@@ -241,7 +232,7 @@ static void recovery_done(int err, json_t *doc, void *data)
 static void h_recovery(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd_ctl *ctl = data;
-    mrd__service *s = service_or_404(ctl, req, res);
+    mrd__service *s = mrd__api_service_or_404(ctl, req, res);
     if (s == NULL)
         return;
     svc_req *q = calloc(1, sizeof(*q));
@@ -258,27 +249,10 @@ static void h_recovery(mrd_http_request *req, mrd_http_response *res, void *data
     }
 }
 
-typedef struct {
-    mrd_http_response *res;
-} list_req;
-
-static void list_done(int err, PGresult *r, void *data)
-{
-    list_req *q = data;
-    if (err == MRD_EIO)
-        mrd_http_respond_error(q->res, 500, "store_error", PQresultErrorMessage(r));
-    else if (err != 0 || PQntuples(r) != 1)
-        mrd_http_respond_error(q->res, 503, "store_unavailable", "store is not reachable");
-    else
-        mrd_http_respond(q->res, 200, "application/json", PQgetvalue(r, 0, 0),
-                         strlen(PQgetvalue(r, 0, 0)));
-    free(q);
-}
-
 static void h_list(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd_ctl *ctl = data;
-    mrd__service *s = service_or_404(ctl, req, res);
+    mrd__service *s = mrd__api_service_or_404(ctl, req, res);
     if (s == NULL)
         return;
     char limit[16] = "50", kind[16] = "", op[32] = "";
@@ -301,31 +275,22 @@ static void h_list(mrd_http_request *req, mrd_http_response *res, void *data)
         mrd_http_respond_error(res, 400, "bad_request", "operation: must be an operation id");
         return;
     }
-    list_req *q = malloc(sizeof(*q));
-    if (q == NULL) {
-        mrd_http_respond_error(res, 500, "out_of_memory", "out of memory");
-        return;
-    }
-    q->res = res;
     const char *params[4] = {s->name, kind, op, limit};
-    if (mrd_pg_query(
-            ctl->pg,
-            "SELECT json_build_object('service', $1::text, 'checkpoints',"
-            " coalesce(json_agg(json_build_object('id', c.id, 'kind', c.kind,"
-            " 'position', c.position, 'position_text', ('0/0'::pg_lsn + c.position)::text,"
-            " 'epoch', c.epoch, 'timeline', c.timeline, 'created_at', c.created_at,"
-            " 'position_at', c.position_at, 'actor', c.actor, 'operation_id', c.operation_id,"
-            " 'complete', c.complete, 'lost', c.lost, 'lost_operation_id', c.lost_operation_id,"
-            " 'reached', (SELECT coalesce(json_object_agg(r.region, r.reached_at), '{}')"
-            "   FROM meridian.checkpoint_reached r WHERE r.checkpoint_id = c.id))"
-            " ORDER BY c.id DESC), '[]'))"
-            " FROM (SELECT * FROM meridian.checkpoints WHERE service = $1"
-            "  AND ($2 = '' OR kind = $2) AND ($3 = '' OR operation_id = $3::bigint)"
-            "  ORDER BY id DESC LIMIT $4::int) c",
-            4, params, list_done, q) != 0) {
-        free(q);
-        mrd_http_respond_error(res, 503, "store_unavailable", "store is not reachable");
-    }
+    mrd__api_respond_query(
+        ctl, res,
+        "SELECT json_build_object('service', $1::text, 'checkpoints',"
+        " coalesce(json_agg(json_build_object('id', c.id, 'kind', c.kind,"
+        " 'position', c.position, 'position_text', ('0/0'::pg_lsn + c.position)::text,"
+        " 'epoch', c.epoch, 'timeline', c.timeline, 'created_at', c.created_at,"
+        " 'position_at', c.position_at, 'actor', c.actor, 'operation_id', c.operation_id,"
+        " 'complete', c.complete, 'lost', c.lost, 'lost_operation_id', c.lost_operation_id,"
+        " 'reached', (SELECT coalesce(json_object_agg(r.region, r.reached_at), '{}')"
+        "   FROM meridian.checkpoint_reached r WHERE r.checkpoint_id = c.id))"
+        " ORDER BY c.id DESC), '[]'))"
+        " FROM (SELECT * FROM meridian.checkpoints WHERE service = $1"
+        "  AND ($2 = '' OR kind = $2) AND ($3 = '' OR operation_id = $3::bigint)"
+        "  ORDER BY id DESC LIMIT $4::int) c",
+        4, params, NULL);
 }
 
 static const mrd_http_route ckpt_routes[] = {

@@ -40,9 +40,8 @@ static void json_query_done(int err, PGresult *r, void *data)
     free(q);
 }
 
-/* Runs a query whose single value is the JSON answer. */
-static void respond_query(mrd_ctl *ctl, mrd_http_response *res, const char *sql, int n,
-                          const char *const *params, const char *not_found)
+void mrd__api_respond_query(mrd_ctl *ctl, mrd_http_response *res, const char *sql, int n,
+                            const char *const *params, const char *not_found)
 {
     json_query *q = malloc(sizeof(*q));
     if (q == NULL) {
@@ -130,7 +129,7 @@ static int find_running(mrd_ctl *ctl, const char *service)
     return 0;
 }
 
-static mrd__service *service_or_404(mrd_ctl *ctl, mrd_http_request *req, mrd_http_response *res)
+mrd__service *mrd__api_service_or_404(mrd_ctl *ctl, mrd_http_request *req, mrd_http_response *res)
 {
     const char *name = mrd_http_request_param(req, "svc");
     mrd__service *s = name ? mrd__service_find(ctl, name) : NULL;
@@ -228,10 +227,10 @@ void mrd__api_status_services(mrd_ctl *ctl, mrd_http_response *res, json_t *body
 static void h_services(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     (void)req;
-    respond_query(data, res,
-                  "SELECT json_build_object('services', coalesce(json_agg(" SERVICE_JSON
-                  " ORDER BY s.name), '[]')) FROM meridian.services s",
-                  0, NULL, NULL);
+    mrd__api_respond_query(data, res,
+                           "SELECT json_build_object('services', coalesce(json_agg(" SERVICE_JSON
+                           " ORDER BY s.name), '[]')) FROM meridian.services s",
+                           0, NULL, NULL);
 }
 
 typedef struct {
@@ -316,17 +315,18 @@ static void h_regions(mrd_http_request *req, mrd_http_response *res, void *data)
 static void h_nodes(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     (void)req;
-    respond_query(data, res,
-                  "SELECT json_build_object('nodes', coalesce(json_agg(" NODE_JSON
-                  " ORDER BY n.region, n.name), '[]')) FROM meridian.nodes n",
-                  0, NULL, NULL);
+    mrd__api_respond_query(data, res,
+                           "SELECT json_build_object('nodes', coalesce(json_agg(" NODE_JSON
+                           " ORDER BY n.region, n.name), '[]')) FROM meridian.nodes n",
+                           0, NULL, NULL);
 }
 
 static void h_node(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     const char *params[1] = {mrd_http_request_param(req, "node")};
-    respond_query(data, res, "SELECT " NODE_JSON " FROM meridian.nodes n WHERE n.name = $1", 1,
-                  params, "no such node");
+    mrd__api_respond_query(data, res,
+                           "SELECT " NODE_JSON " FROM meridian.nodes n WHERE n.name = $1", 1,
+                           params, "no such node");
 }
 
 static void h_operation(mrd_http_request *req, mrd_http_response *res, void *data)
@@ -339,7 +339,7 @@ static void h_operation(mrd_http_request *req, mrd_http_response *res, void *dat
         return;
     }
     const char *params[1] = {id};
-    respond_query(
+    mrd__api_respond_query(
         data, res,
         "SELECT json_build_object('id', o.id, 'service', o.service, 'kind', o.kind,"
         " 'step', o.step, 'outcome', o.outcome, 'from_region', o.from_region,"
@@ -370,17 +370,18 @@ static void h_operations(mrd_http_request *req, mrd_http_response *res, void *da
     char service[MRD_NAME_MAX] = "";
     mrd_http_request_query_param(req, "service", service, sizeof(service));
     const char *params[1] = {service};
-    respond_query(data, res,
-                  "SELECT json_build_object('operations', coalesce(json_agg(json_build_object("
-                  " 'id', o.id, 'service', o.service, 'kind', o.kind, 'step', o.step,"
-                  " 'outcome', o.outcome, 'from_region', o.from_region, 'to_region', o.to_region,"
-                  " 'epoch', o.epoch, 'actor', o.actor, 'started_at', o.started_at,"
-                  " 'finished_at', o.finished_at,"
-                  " 'duration_ms', (extract(epoch FROM coalesce(o.finished_at, now())"
-                  "   - o.started_at) * 1000)::bigint) ORDER BY o.id DESC), '[]'))"
-                  " FROM (SELECT * FROM meridian.operations WHERE $1 = '' OR service = $1"
-                  "  ORDER BY id DESC LIMIT 100) o",
-                  1, params, NULL);
+    mrd__api_respond_query(
+        data, res,
+        "SELECT json_build_object('operations', coalesce(json_agg(json_build_object("
+        " 'id', o.id, 'service', o.service, 'kind', o.kind, 'step', o.step,"
+        " 'outcome', o.outcome, 'from_region', o.from_region, 'to_region', o.to_region,"
+        " 'epoch', o.epoch, 'actor', o.actor, 'started_at', o.started_at,"
+        " 'finished_at', o.finished_at,"
+        " 'duration_ms', (extract(epoch FROM coalesce(o.finished_at, now())"
+        "   - o.started_at) * 1000)::bigint) ORDER BY o.id DESC), '[]'))"
+        " FROM (SELECT * FROM meridian.operations WHERE $1 = '' OR service = $1"
+        "  ORDER BY id DESC LIMIT 100) o",
+        1, params, NULL);
 }
 
 static void h_events(mrd_http_request *req, mrd_http_response *res, void *data)
@@ -397,14 +398,15 @@ static void h_events(mrd_http_request *req, mrd_http_response *res, void *data)
         return;
     }
     const char *params[3] = {after, limit, service};
-    respond_query(data, res,
-                  "SELECT json_build_object('events', coalesce(json_agg(json_build_object("
-                  " 'id', e.id, 'at', e.at, 'kind', e.kind, 'service', e.service,"
-                  " 'actor', e.actor, 'term', e.term, 'message', e.message, 'detail', e.detail)"
-                  " ORDER BY e.id), '[]'), 'last_id', coalesce(max(e.id), $1::bigint))"
-                  " FROM (SELECT * FROM meridian.events WHERE id > $1::bigint"
-                  "  AND ($3 = '' OR service = $3) ORDER BY id LIMIT $2::int) e",
-                  3, params, NULL);
+    mrd__api_respond_query(
+        data, res,
+        "SELECT json_build_object('events', coalesce(json_agg(json_build_object("
+        " 'id', e.id, 'at', e.at, 'kind', e.kind, 'service', e.service,"
+        " 'actor', e.actor, 'term', e.term, 'message', e.message, 'detail', e.detail)"
+        " ORDER BY e.id), '[]'), 'last_id', coalesce(max(e.id), $1::bigint))"
+        " FROM (SELECT * FROM meridian.events WHERE id > $1::bigint"
+        "  AND ($3 = '' OR service = $3) ORDER BY id LIMIT $2::int) e",
+        3, params, NULL);
 }
 
 /* ---- plan and writes --------------------------------------------------- */
@@ -412,7 +414,7 @@ static void h_events(mrd_http_request *req, mrd_http_response *res, void *data)
 static void h_plan(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd_ctl *ctl = data;
-    mrd__service *s = service_or_404(ctl, req, res);
+    mrd__service *s = mrd__api_service_or_404(ctl, req, res);
     if (s == NULL || require_leader(ctl, req, res) != 0)
         return;
     char to[MRD_NAME_MAX] = "", force[8] = "";
@@ -564,7 +566,7 @@ static void idem_done(int err, PGresult *r, void *data)
 
 static void h_start(mrd_http_request *req, mrd_http_response *res, mrd_ctl *ctl, mrd_op_kind kind)
 {
-    mrd__service *s = service_or_404(ctl, req, res);
+    mrd__service *s = mrd__api_service_or_404(ctl, req, res);
     if (s == NULL)
         return;
     json_t *body = mrd_http_request_json(req, res);
@@ -676,7 +678,7 @@ static void maint_done(int err, PGresult *r, void *data)
 static void h_maintenance(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd_ctl *ctl = data;
-    mrd__service *s = service_or_404(ctl, req, res);
+    mrd__service *s = mrd__api_service_or_404(ctl, req, res);
     if (s == NULL)
         return;
     json_t *body = mrd_http_request_json(req, res);

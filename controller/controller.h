@@ -272,6 +272,14 @@ const mrd_http_route *mrd__api_checkpoints_routes(size_t *n);
 /* controller/api.c, controller/api_ops.c */
 int mrd__api_start(mrd_ctl *ctl);
 const mrd_http_route *mrd__api_ops_routes(size_t *n);
+/* Runs a query whose single value is the JSON answer and sends it: 200, 404
+ * (not_found message, or "not found") when it yields no row or NULL, 500 on
+ * an SQL error, 503 without a store. */
+void mrd__api_respond_query(mrd_ctl *ctl, mrd_http_response *res, const char *sql, int n,
+                            const char *const *params, const char *not_found);
+/* The configured service named by the {svc} path parameter, or NULL after
+ * answering 404. */
+mrd__service *mrd__api_service_or_404(mrd_ctl *ctl, mrd_http_request *req, mrd_http_response *res);
 /* Adds "services" (primary, epoch, members with health and lag, running
  * operation) to body from the store and answers 200 with it; without a
  * store, answers body with "services": null. Steals body. */
