@@ -252,10 +252,15 @@ class Deployment:
                 best = (b[1] - a[1], a[2], b[2], a[1])
         return best
 
-    def lost_writes(self, region):
-        """Acknowledged ids missing on the member of region."""
+    def lost_writes(self, region, writes=None):
+        """Acknowledged ids missing on the member of region. While the writer
+        still runs, pass a copy of self.writes taken before the LSN the
+        member was waited for: a write acknowledged after that point may
+        legitimately not have reached a replica yet."""
+        if writes is None:
+            writes = list(self.writes)
         ids = {r[0] for r in self.pg[region].sql("SELECT id FROM writes")}
-        return [w[0] for w in self.writes if w[0] not in ids]
+        return [w[0] for w in writes if w[0] not in ids]
 
     # -- operations
 
