@@ -170,7 +170,10 @@ static uint64_t service_key(mrd_ctl *ctl, size_t i, const char *key, uint64_t de
     return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v) : def;
 }
 
-/* ---- reading the state document ---------------------------------------- */
+/* ---- reading the state document ----------------------------------------
+ * Members of services the store knows only: agents may report members of
+ * services that are not configured (yet); they have no checkpoints, and a
+ * large fleet of them must not make every refresh read them all. */
 
 static const char *state_sql =
     "SELECT json_build_object("
@@ -185,7 +188,8 @@ static const char *state_sql =
     "   'position', m.position::text, 'replay_position', m.replay_position::text,"
     "   'lag_ms', m.lag_ms,"
     "   'seen_ms', (extract(epoch FROM m.last_seen) * 1000)::bigint)), '[]')"
-    "   FROM meridian.members m WHERE $1 = '' OR m.service = $1),"
+    "   FROM meridian.members m WHERE m.service IN (SELECT name FROM meridian.services)"
+    "    AND ($1 = '' OR m.service = $1)),"
     " 'checkpoints', (SELECT coalesce(json_agg(json_build_object('id', c.id,"
     "   'service', c.service, 'epoch', c.epoch, 'timeline', c.timeline,"
     "   'position', c.position::text, 'kind', c.kind, 'actor', c.actor,"
@@ -207,7 +211,8 @@ static const char *state_sql =
     "   'region', sr.region, 'id', x.id,"
     "   'position_at_ms', (extract(epoch FROM x.position_at) * 1000)::bigint)), '[]')"
     "   FROM (SELECT DISTINCT m.service, m.region FROM meridian.members m"
-    "    WHERE $1 = '' OR m.service = $1) sr,"
+    "    WHERE m.service IN (SELECT name FROM meridian.services)"
+    "     AND ($1 = '' OR m.service = $1)) sr,"
     "   LATERAL (SELECT c.id, c.position_at FROM meridian.checkpoint_reached r"
     "    JOIN meridian.checkpoints c ON c.id = r.checkpoint_id"
     "    WHERE r.service = sr.service AND r.region = sr.region AND NOT c.lost"
