@@ -28,6 +28,9 @@
 #define HTTP_DEFAULT_TIMEOUT_MS         5000L
 #define HTTP_DEFAULT_CONNECT_TIMEOUT_MS 2000L
 #define HTTP_DEFAULT_MAX_RESPONSE       ((size_t)4 << 20)
+/* Finished easy handles kept for the next requests (curl_easy_init and
+ * cleanup cost more than the rest of a small request). */
+#define SPARE_EASY 64
 
 typedef struct http_xfer http_xfer;
 
@@ -61,6 +64,8 @@ struct mrd_http_client {
     size_t pending;
     size_t open_handles; /* uv handles not yet through their close callback */
     int closing;
+    CURL *spare[SPARE_EASY]; /* reset, ready for reuse; owned */
+    size_t nspare;
 };
 
 /* ---- request setup shared by the multi and the easy paths ---- */
@@ -125,7 +130,8 @@ static int xfer_setup(http_xfer *x, const mrd_http_client_req *req)
                                                        ? timeout
                                                        : HTTP_DEFAULT_CONNECT_TIMEOUT_MS);
     x->max = req->max_response_bytes > 0 ? req->max_response_bytes : HTTP_DEFAULT_MAX_RESPONSE;
-    x->easy = curl_easy_init();
+    if (x->easy == NULL) /* the caller may hand in a reset one */
+        x->easy = curl_easy_init();
     if (x->easy == NULL)
         return MRD_ENOMEM;
     /* "Expect:" turns off curl's 100-continue round trip on large bodies. */
@@ -238,6 +244,11 @@ static void xfer_finish(mrd_http_client *c, http_xfer *x, CURLcode rc, const cha
     res.body_len = x->len;
     res.total_ms = (double)(uv_hrtime() - x->start_ns) / 1e6;
     x->cb(&res, x->data);
+    if (!c->closing && c->nspare < SPARE_EASY) {
+        curl_easy_reset(x->easy);
+        c->spare[c->nspare++] = x->easy;
+        x->easy = NULL;
+    }
     xfer_free(x);
 }
 
@@ -384,6 +395,8 @@ void mrd_http_client_close(mrd_http_client *c)
     c->multi = NULL;
     while (c->socks != NULL) /* in case cleanup did not report some */
         sock_close(c, c->socks);
+    while (c->nspare > 0)
+        curl_easy_cleanup(c->spare[--c->nspare]);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, client_handle_closed);
 }
@@ -398,6 +411,8 @@ int mrd_http_client_request(mrd_http_client *c, const mrd_http_client_req *req,
     http_xfer *x = calloc(1, sizeof(*x));
     if (x == NULL)
         return MRD_ENOMEM;
+    if (c->nspare > 0)
+        x->easy = c->spare[--c->nspare];
     int rc = xfer_setup(x, req);
     if (rc != 0) {
         xfer_free(x);

@@ -28,7 +28,9 @@ static void h_ready(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd_ctl *ctl = data;
     (void)req;
-    if (!mrd_pg_connected(ctl->pg)) {
+    /* both connections: without the ingest one no primary's heartbeat can
+     * be recorded */
+    if (!mrd_pg_connected(ctl->pg) || !mrd_pg_connected(ctl->pg_ingest)) {
         mrd_http_respond_error(res, 503, "store_unavailable", "store is not reachable");
         return;
     }

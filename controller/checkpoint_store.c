@@ -30,6 +30,7 @@
 
 #include "checkpoint_store.h"
 #include "meridian/error.h"
+#include "meridian/json_async.h"
 #include "meridian/position.h"
 
 #define WINDOW          200
@@ -116,16 +117,52 @@ static const char *jstr(const json_t *o, const char *key)
     return s ? s : "";
 }
 
-static json_t *find_named(json_t *arr, const char *name)
+/* ---- the state document's index -------------------------------------------
+ * The document lists rows of every service; evaluating one service must not
+ * scan the rows of all of them (1,000 services x 10,000 members every tick
+ * was quadratic). doc_index() adds, once per document, objects keyed by
+ * service: "ix_services" (name -> row), "ix_members", "ix_recovery" and
+ * "ix_checkpoints" (service -> array of its rows, in document order). They
+ * hold references to the same rows and go with the document. */
+
+static void index_by(json_t *doc, const char *key, const char *by, json_t *ix, int list)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(arr, i, e)
+    json_array_foreach(json_object_get(doc, key), i, e)
     {
-        if (strcmp(jstr(e, "name"), name) == 0)
-            return e;
+        const char *name = jstr(e, by);
+        if (!list) {
+            json_object_set(ix, name, e);
+            continue;
+        }
+        json_t *arr = json_object_get(ix, name);
+        if (arr == NULL) {
+            arr = json_array();
+            json_object_set_new(ix, name, arr);
+        }
+        json_array_append(arr, e);
     }
-    return NULL;
+}
+
+static void doc_index(json_t *doc)
+{
+    json_t *services = json_object(), *members = json_object(), *recovery = json_object(),
+           *ckpts = json_object();
+    index_by(doc, "services", "name", services, 0);
+    index_by(doc, "members", "service", members, 1);
+    index_by(doc, "recovery", "service", recovery, 1);
+    index_by(doc, "checkpoints", "service", ckpts, 1);
+    json_object_set_new(doc, "ix_services", services);
+    json_object_set_new(doc, "ix_members", members);
+    json_object_set_new(doc, "ix_recovery", recovery);
+    json_object_set_new(doc, "ix_checkpoints", ckpts);
+}
+
+/* The rows of one service under an index key (an empty array: none). */
+static json_t *doc_rows(json_t *doc, const char *ix, const char *service)
+{
+    return json_object_get(json_object_get(doc, ix), service);
 }
 
 static json_t *time_json(uint64_t ms)
@@ -219,19 +256,30 @@ static const char *state_sql =
     "     AND c.position_at IS NOT NULL ORDER BY r.checkpoint_id DESC LIMIT 1) x))";
 
 typedef struct {
+    mrd_ctl *ctl;
     mrd__ckpt_state_cb cb;
     void *data;
 } state_req;
+
+/* The document, parsed and indexed on the thread pool (it lists every
+ * member of every service: megabytes for a large fleet). */
+static void state_parsed(json_t *doc, void *data)
+{
+    state_req *q = data;
+    q->cb(doc ? 0 : MRD_EPARSE, doc, q->data);
+    mrd_json_release_async(q->ctl->loop, doc);
+    free(q);
+}
 
 static void state_done(int err, PGresult *res, void *data)
 {
     state_req *q = data;
     json_t *doc = NULL;
     if (err == 0 && PQntuples(res) == 1) {
-        json_error_t jerr;
-        doc = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
-        if (doc == NULL)
-            err = MRD_EPARSE;
+        err = mrd_json_parse_async(q->ctl->loop, PQgetvalue(res, 0, 0),
+                                   (size_t)PQgetlength(res, 0, 0), doc_index, state_parsed, q);
+        if (err == 0)
+            return;
     } else if (err == 0) {
         err = MRD_EIO;
     } else if (err == MRD_EIO) {
@@ -249,6 +297,7 @@ int mrd__ckpt_state_query(mrd_ctl *ctl, const char *service, const char *ids_jso
     state_req *q = malloc(sizeof(*q));
     if (q == NULL)
         return MRD_ENOMEM;
+    q->ctl = ctl;
     q->cb = cb;
     q->data = data;
     char w[16];
@@ -267,9 +316,9 @@ static size_t doc_members(json_t *doc, const char *service, const char *primary_
     size_t n = 0, i;
     json_t *m;
     *primary_idx = -1;
-    json_array_foreach(json_object_get(doc, "members"), i, m)
+    json_array_foreach(doc_rows(doc, "ix_members", service), i, m)
     {
-        if (strcmp(jstr(m, "service"), service) != 0 || n >= max)
+        if (n >= max)
             continue;
         mrd__ckpt_member *x = &out[n];
         memset(x, 0, sizeof(*x));
@@ -311,7 +360,7 @@ typedef struct {
 
 static void doc_service_load(json_t *doc, const char *service, doc_service *d)
 {
-    json_t *row = find_named(json_object_get(doc, "services"), service);
+    json_t *row = doc_rows(doc, "ix_services", service);
     memset(&d->svc, 0, sizeof(d->svc));
     d->found = row != NULL;
     d->svc.epoch = jnum(row, "epoch");
@@ -436,10 +485,9 @@ static size_t recovery_compute(mrd_ctl *ctl, json_t *doc, const mrd__service *s,
         r->primary = strcmp(regions[i], d->svc.primary_region) == 0;
         size_t k;
         json_t *e;
-        json_array_foreach(json_object_get(doc, "recovery"), k, e)
+        json_array_foreach(doc_rows(doc, "ix_recovery", s->name), k, e)
         {
-            if (strcmp(jstr(e, "service"), s->name) == 0 &&
-                strcmp(jstr(e, "region"), regions[i]) == 0) {
+            if (strcmp(jstr(e, "region"), regions[i]) == 0) {
                 r->has_rp = 1;
                 r->rp_ms = jnum(e, "position_at_ms");
                 r->rp_id = jnum(e, "id");
@@ -447,7 +495,7 @@ static size_t recovery_compute(mrd_ctl *ctl, json_t *doc, const mrd__service *s,
         }
         uint64_t held = 0;
         int any = 0;
-        json_t *members = json_object_get(doc, "members");
+        json_t *members = doc_rows(doc, "ix_members", s->name);
         for (size_t m = 0; m < d->nms; m++) {
             if (strcmp(d->ms[m].region, regions[i]) != 0)
                 continue;
@@ -459,8 +507,7 @@ static size_t recovery_compute(mrd_ctl *ctl, json_t *doc, const mrd__service *s,
         json_array_foreach(members, k, e)
         {
             json_t *lm = json_object_get(e, "lag_ms");
-            if (strcmp(jstr(e, "service"), s->name) != 0 ||
-                strcmp(jstr(e, "region"), regions[i]) != 0 || !json_is_integer(lm))
+            if (strcmp(jstr(e, "region"), regions[i]) != 0 || !json_is_integer(lm))
                 continue;
             if (!r->has_lag_ms || (uint64_t)json_integer_value(lm) < r->lag_ms)
                 r->lag_ms = (uint64_t)json_integer_value(lm);
@@ -479,10 +526,10 @@ static size_t recovery_compute(mrd_ctl *ctl, json_t *doc, const mrd__service *s,
     /* Pending checkpoints the store has no mark of yet. */
     size_t k;
     json_t *cj;
-    json_array_foreach(json_object_get(doc, "checkpoints"), k, cj)
+    json_array_foreach(doc_rows(doc, "ix_checkpoints", s->name), k, cj)
     {
         uint64_t pat = jnum(cj, "position_at_ms");
-        if (strcmp(jstr(cj, "service"), s->name) != 0 || pat == 0)
+        if (pat == 0)
             continue;
         mrd__ckpt c;
         ckpt_from_json(cj, &c);
@@ -522,7 +569,7 @@ json_t *mrd__ckpt_recovery_json(mrd_ctl *ctl, json_t *doc, const mrd__service *s
                             r[i].has_lag_ms ? json_real(r[i].lag_ms / 1000.0) : json_null());
         json_array_append_new(regions, o);
     }
-    json_t *row = find_named(json_object_get(doc, "services"), s->name);
+    json_t *row = doc_rows(doc, "ix_services", s->name);
     return json_pack("{s:s, s:I, s:s, s:o, s:I, s:o}", "service", s->name, "epoch",
                      (json_int_t)jnum(row, "epoch"), "primary_region", jstr(row, "primary_region"),
                      "now", time_json(now), "checkpoint_interval_ms",
@@ -783,10 +830,9 @@ static void leader_marks(mrd_ctl *ctl, json_t *doc)
         const mrd__ckpt_member *primary = d->primary_idx >= 0 ? &d->ms[d->primary_idx] : NULL;
         size_t k;
         json_t *cj;
-        json_array_foreach(json_object_get(doc, "checkpoints"), k, cj)
+        json_array_foreach(doc_rows(doc, "ix_checkpoints", s->name), k, cj)
         {
-            if (strcmp(jstr(cj, "service"), s->name) != 0 ||
-                json_is_true(json_object_get(cj, "complete")))
+            if (json_is_true(json_object_get(cj, "complete")))
                 continue;
             mrd__ckpt c;
             ckpt_from_json(cj, &c);

@@ -117,6 +117,9 @@ typedef struct mrd_ctl {
     mrd_http_client *http_client; /* pokes, cutover drivers */
     json_t *poked;                /* node -> monotonic ms of the last poke */
     mrd_pg *pg;
+    /* Heartbeat flushes only: a primary's heartbeat waits for its flush to
+     * commit, and must not queue behind the leader's snapshot queries. */
+    mrd_pg *pg_ingest;
 
     /* Migrations run on the thread pool with a blocking connection. */
     uv_work_t migrate_work;
@@ -148,6 +151,12 @@ typedef struct mrd_ctl {
     struct mrd__ckpt_state *ckpt;
 
     uv_timer_t cron; /* the one periodic timer (serverCron style) */
+    /* How late the cron fired: a late timer means the loop was busy (a long
+     * callback delays every heartbeat answer by as much). */
+    uint64_t cron_period_ms;
+    uint64_t cron_last_ns;
+    uint64_t loop_lag_max_ns;
+    uint64_t loop_stalls[3]; /* fired over 20 ms, 100 ms, 1 s late */
     uv_signal_t sig_term, sig_int, sig_hup;
     const char *config_path; /* for reloads */
     int stopping;
@@ -213,6 +222,8 @@ void mrd__tick_cron(mrd_ctl *ctl, uint64_t now);
 /* Builds the view of one service from the last snapshot. Returns 0, or
  * MRD_ENOTFOUND when the leader has no snapshot of it yet. */
 int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *now_ms);
+/* The service's row in the leader's last snapshot, or NULL. */
+json_t *mrd__snapshot_service(mrd_ctl *ctl, const char *name);
 /* Starts an operation (persisted, guarded). cb gets 0 and the new op id, or
  * an error (MRD_ECONFLICT: one runs already / the epoch moved; MRD_ENOTLEADER). */
 typedef void (*mrd__op_created_cb)(int err, const char *op_id, const char *detail, void *data);

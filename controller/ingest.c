@@ -10,7 +10,8 @@
  *   drops a report.
  * - A flush is one statement (multi-row upserts in CTEs over one JSON
  *   parameter) with the store's clock as last_seen; it runs every ~50 ms or
- *   as soon as a few hundred rows wait.
+ *   as soon as a few hundred rows wait, on a store connection of its own
+ *   (ctl->pg_ingest), so it never queues behind the leader's snapshots.
  * - A heartbeat from a node that hosts a primary member waits for the flush
  *   holding it and is answered "recorded": true once it committed (that is
  *   what keeps a primary writable, DESIGN.md); every other heartbeat, and
@@ -275,12 +276,12 @@ static size_t entry_rows(json_t *entry)
 }
 
 static const char *flush_sql =
-    "WITH b AS (SELECT $1::jsonb AS j),"
+    "WITH b AS (SELECT $1::json AS j),"
     " n AS (INSERT INTO meridian.nodes AS t (name, region, seq, checks, probes, via, api_url,"
     "   last_seen)"
     "  SELECT DISTINCT ON (x.name) x.name, x.region, x.seq, x.checks, x.probes, $2,"
     "   NULLIF(x.api_url, ''), now()"
-    "  FROM b, jsonb_to_recordset(b.j->'nodes') AS x(name text, region text, seq bigint,"
+    "  FROM b, json_to_recordset(b.j->'nodes') AS x(name text, region text, seq bigint,"
     "       checks jsonb, probes jsonb, api_url text)"
     "  ON CONFLICT (name) DO UPDATE SET region = EXCLUDED.region, seq = EXCLUDED.seq,"
     "   checks = EXCLUDED.checks, probes = EXCLUDED.probes, via = EXCLUDED.via,"
@@ -292,7 +293,7 @@ static const char *flush_sql =
     "  SELECT DISTINCT ON (x.service, x.name) x.service, x.name, x.node, x.region, x.role,"
     "   x.fenced, x.healthy, x.timeline, x.position, x.receive_position, x.replay_position,"
     "   x.lag_bytes, x.lag_ms, to_timestamp(x.replay_timestamp_ms / 1000.0), x.epoch_seen, now()"
-    "  FROM b, jsonb_to_recordset(b.j->'members') AS x(service text, name text, node text,"
+    "  FROM b, json_to_recordset(b.j->'members') AS x(service text, name text, node text,"
     "   region text, role text, fenced boolean, healthy boolean, timeline bigint,"
     "   position numeric, receive_position numeric, replay_position numeric,"
     "   lag_bytes numeric, lag_ms bigint, replay_timestamp_ms bigint, epoch_seen bigint)"
@@ -306,7 +307,7 @@ static const char *flush_sql =
     "  RETURNING 1),"
     " r AS (UPDATE meridian.commands c SET status = x.status, result = x.result,"
     "   finished_at = now()"
-    "  FROM b, jsonb_to_recordset(b.j->'results') AS x(id text, status text, result jsonb)"
+    "  FROM b, json_to_recordset(b.j->'results') AS x(id text, status text, result jsonb)"
     "  WHERE c.id = x.id AND c.status = 'pending' RETURNING 1),"
     /* Tell the leader at once (it LISTENs) when something it waits for came in. */
     " t AS (SELECT pg_notify('meridian_ingest', $2) WHERE $3::boolean)"
@@ -362,7 +363,7 @@ static void flush(mrd_ctl *ctl)
         in->waiters = NULL;
         return;
     }
-    if (!mrd_pg_connected(ctl->pg) || !ctl->migrated) {
+    if (!mrd_pg_connected(ctl->pg_ingest) || !ctl->migrated) {
         /* Nobody may wait for a store that is not there. */
         answer_waiters(in->waiters, 0);
         in->waiters = NULL;
@@ -415,7 +416,7 @@ static void flush(mrd_ctl *ctl)
     in->batch_rows = 0;
     in->first_pending_ms = 0;
     const char *params[3] = {text, ctl->cfg.name, notify ? "true" : "false"};
-    int rc = mrd_pg_query(ctl->pg, flush_sql, 3, params, flush_done, f);
+    int rc = mrd_pg_query(ctl->pg_ingest, flush_sql, 3, params, flush_done, f);
     free(text);
     if (rc != 0) {
         flush_done(rc, NULL, f);
@@ -609,7 +610,7 @@ void mrd__ingest_heartbeat(mrd_http_request *req, mrd_http_response *res, void *
 
     /* The waiter joins the batch that holds its report, before any flush. */
     mrd__waiter *w = NULL;
-    if (primary && mrd_pg_connected(ctl->pg) && ctl->migrated && (w = malloc(sizeof(*w)))) {
+    if (primary && mrd_pg_connected(ctl->pg_ingest) && ctl->migrated && (w = malloc(sizeof(*w)))) {
         in->heartbeats_recorded++;
         w->res = res;
         w->answer = answer;

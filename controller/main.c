@@ -63,9 +63,25 @@ static void on_pg_notify(mrd_pg *pg, const char *channel, const char *payload, v
     }
 }
 
+/* Lateness of the cron timer: how long the loop was kept from it. */
+static void loop_lag(mrd_ctl *ctl)
+{
+    uint64_t now = uv_hrtime(), due = ctl->cron_last_ns + ctl->cron_period_ms * 1000000u;
+    if (ctl->cron_last_ns != 0 && now > due) {
+        uint64_t lag = now - due;
+        if (lag > ctl->loop_lag_max_ns)
+            ctl->loop_lag_max_ns = lag;
+        ctl->loop_stalls[0] += lag > 20000000u;
+        ctl->loop_stalls[1] += lag > 100000000u;
+        ctl->loop_stalls[2] += lag > 1000000000u;
+    }
+    ctl->cron_last_ns = now;
+}
+
 static void cron(uv_timer_t *t)
 {
     mrd_ctl *ctl = t->data;
+    loop_lag(ctl);
     uint64_t now = mrd__now_ms();
     mrd__store_migrate_async(ctl);
     mrd__lease_cron(ctl, now);
@@ -100,6 +116,8 @@ static void http_stopped(void *arg)
     ctl->snapshot = NULL;
     mrd_pg_stop(ctl->pg, pg_closed, ctl);
     ctl->pg = NULL;
+    mrd_pg_stop(ctl->pg_ingest, pg_closed, ctl);
+    ctl->pg_ingest = NULL;
 }
 
 static void released(void *arg)
@@ -149,6 +167,14 @@ static int run(mrd_ctl *ctl)
     po.data = ctl;
     po.query_timeout_ms = ctl->cfg.lease_ttl_ms / 2;
     int rc = mrd_pg_start(&ctl->pg, ctl->loop, &po);
+    if (rc == 0) {
+        /* the heartbeat flushes' own connection: no LISTEN, no migrations */
+        po.on_state = NULL;
+        po.on_notify = NULL;
+        rc = mrd_pg_start(&ctl->pg_ingest, ctl->loop, &po);
+        if (rc != 0)
+            mrd_pg_stop(ctl->pg, pg_closed, ctl);
+    }
     if (rc != 0) {
         mrd_log(MRD_LOG_ERROR, "cannot start the store connection",
                 MRD_S("error", mrd_strerror(rc)));
@@ -168,6 +194,7 @@ static int run(mrd_ctl *ctl)
                 MRD_I("port", ctl->cfg.listen_port), MRD_S("error", mrd_strerror(rc)),
                 MRD_S("detail", rc > MRD__ERR_FIRST && rc < MRD__ERR_LAST ? "" : uv_strerror(rc)));
         mrd_pg_stop(ctl->pg, pg_closed, ctl);
+        mrd_pg_stop(ctl->pg_ingest, pg_closed, ctl);
         uv_run(ctl->loop, UV_RUN_DEFAULT);
         return 1;
     }
@@ -181,6 +208,7 @@ static int run(mrd_ctl *ctl)
         period = 10;
     if (period > 50)
         period = 50;
+    ctl->cron_period_ms = period;
     uv_timer_start(&ctl->cron, cron, 0, period);
     uv_signal_init(ctl->loop, &ctl->sig_term);
     uv_signal_init(ctl->loop, &ctl->sig_int);

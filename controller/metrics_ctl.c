@@ -151,6 +151,18 @@ static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
             in->rows_written);
     counter(&b, "meridian_store_flush_failures_total", "Heartbeat flushes that failed.",
             in->flush_failures);
+    gauge(&b, "meridian_loop_lag_max_seconds",
+          "Longest the event loop kept the periodic timer waiting since start.",
+          (double)ctl->loop_lag_max_ns / 1e9);
+    {
+        static const char *const over[] = {"0.02", "0.1", "1"};
+        mrd_metrics_family(&b, "meridian_loop_stalls_total", MRD_METRIC_COUNTER,
+                           "Times the periodic timer fired later than `over` seconds.");
+        for (int i = 0; i < 3; i++) {
+            mrd_metric_label l = {"over", over[i]};
+            mrd_metrics_sample_int(&b, &l, 1, (int64_t)ctl->loop_stalls[i]);
+        }
+    }
     gauge(&b, "meridian_heartbeat_batch_nodes", "Nodes whose latest report awaits a flush.",
           (double)json_object_size(in->batch));
     service_metrics(ctl, &b);

@@ -27,14 +27,15 @@
 #include "cutover_internal.h"
 #include "meridian/error.h"
 
-static json_t *snapshot_row(mrd_ctl *ctl, const char *key, const char *name)
+/* The running operation of a service in the leader's snapshot (a few rows). */
+static json_t *snapshot_operation(mrd_ctl *ctl, const char *service)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(ctl->snapshot, key), i, e)
+    json_array_foreach(json_object_get(ctl->snapshot, "operations"), i, e)
     {
-        const char *n = json_string_value(json_object_get(e, key[0] == 's' ? "name" : "service"));
-        if (n && strcmp(n, name) == 0)
+        const char *n = json_string_value(json_object_get(e, "service"));
+        if (n && strcmp(n, service) == 0)
             return e;
     }
     return NULL;
@@ -145,10 +146,10 @@ void mrd__reconcile_service(struct mrd__cutover *cut, size_t index, uint64_t now
     mrd__cut_service *cs = &cut->svc[index];
     if (!mrd__cut_snapshot_fresh(cut))
         return;
-    json_t *row = snapshot_row(ctl, "services", s->name);
+    json_t *row = mrd__snapshot_service(ctl, s->name);
     if (row == NULL)
         return;
-    json_t *op = snapshot_row(ctl, "operations", s->name);
+    json_t *op = snapshot_operation(ctl, s->name);
     const char *step = op ? json_string_value(json_object_get(op, "step")) : NULL;
     if (op && (step == NULL || strcmp(step, "rejoin") != 0))
         return;

@@ -24,6 +24,7 @@
 
 #include "controller.h"
 #include "meridian/error.h"
+#include "meridian/json_async.h"
 
 static const char *snapshot_sql =
     "SELECT json_build_object("
@@ -41,10 +42,24 @@ static const char *snapshot_sql =
     "   'last_seen_ms', (extract(epoch FROM m.last_seen) * 1000)::bigint)), '[]')"
     "   FROM meridian.members m WHERE m.service IN (SELECT name FROM meridian.services)),"
     " 'nodes', (SELECT coalesce(json_agg(json_build_object('name', n.name, 'region', n.region,"
-    "   'probes', n.probes, 'checks', n.checks, 'api_url', n.api_url,"
+    "   'api_url', n.api_url, 'warning', EXISTS (SELECT 1 FROM jsonb_array_elements(n.checks) c"
+    "     WHERE c->>'status' = 'warning'),"
     "   'last_seen_ms', (extract(epoch FROM n.last_seen) * 1000)::bigint)), '[]')"
     "   FROM meridian.nodes n WHERE n.name IN (SELECT node FROM meridian.members"
     "   WHERE service IN (SELECT name FROM meridian.services))),"
+    /* what each region's nodes last said of another region: when a node that
+     * probed it ok, and one that probed it failing, last reported */
+    " 'probes', (SELECT coalesce(json_agg(json_build_object('from', x.from_region,"
+    "   'about', x.about, 'up_ms', x.up_ms, 'down_ms', x.down_ms)), '[]')"
+    "   FROM (SELECT n.region AS from_region, p->>'region' AS about,"
+    "    max((extract(epoch FROM n.last_seen) * 1000)::bigint)"
+    "     FILTER (WHERE (p->>'ok')::boolean) AS up_ms,"
+    "    max((extract(epoch FROM n.last_seen) * 1000)::bigint)"
+    "     FILTER (WHERE NOT (p->>'ok')::boolean) AS down_ms"
+    "    FROM meridian.nodes n, jsonb_array_elements(n.probes) p"
+    "    WHERE n.name IN (SELECT node FROM meridian.members"
+    "     WHERE service IN (SELECT name FROM meridian.services))"
+    "    GROUP BY 1, 2) x),"
     " 'operations', (SELECT coalesce(json_agg(json_build_object('id', o.id, 'service', o.service,"
     "   'step', o.step, 'state', o.state)), '[]')"
     "   FROM meridian.operations o WHERE o.finished_at IS NULL),"
@@ -83,62 +98,97 @@ static json_t *find_by(json_t *array, const char *k1, const char *v1, const char
     return NULL;
 }
 
+/* ---- the snapshot's index ---------------------------------------------------
+ * Views are built per service from one snapshot that lists the rows of all
+ * services; scanning them per service was quadratic (1,000 services with
+ * 10,000 members took the whole core). snapshot_index() adds, once per
+ * snapshot, "ix_services" (name -> row), "ix_members" (service -> name ->
+ * row) and "ix_nodes" (name -> row). They hold references to the same rows
+ * and go with the snapshot. */
+
+static void snapshot_index(json_t *snap)
+{
+    json_t *services = json_object(), *members = json_object(), *nodes = json_object();
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(snap, "services"), i, e)
+        json_object_set(services, jstr(e, "name"), e);
+    json_array_foreach(json_object_get(snap, "members"), i, e)
+    {
+        json_t *by_name = json_object_get(members, jstr(e, "service"));
+        if (by_name == NULL) {
+            by_name = json_object();
+            json_object_set_new(members, jstr(e, "service"), by_name);
+        }
+        json_object_set(by_name, jstr(e, "name"), e);
+    }
+    json_array_foreach(json_object_get(snap, "nodes"), i, e)
+        json_object_set(nodes, jstr(e, "name"), e);
+    json_object_set_new(snap, "ix_services", services);
+    json_object_set_new(snap, "ix_members", members);
+    json_object_set_new(snap, "ix_nodes", nodes);
+}
+
+static json_t *snap_member(json_t *snap, const char *service, const char *name)
+{
+    return json_object_get(json_object_get(json_object_get(snap, "ix_members"), service), name);
+}
+
+json_t *mrd__snapshot_service(mrd_ctl *ctl, const char *name)
+{
+    return json_object_get(json_object_get(ctl->snapshot, "ix_services"), name);
+}
+
+static json_t *snap_node(json_t *snap, const char *name)
+{
+    return json_object_get(json_object_get(snap, "ix_nodes"), name);
+}
+
 static mrd_role role_of(const char *s)
 {
     mrd_role r;
     return mrd_role_parse(s, &r) == 0 ? r : MRD_ROLE_UNKNOWN;
 }
 
-/* What the probes of one region say about another region. */
-static mrd_verdict region_verdict(json_t *nodes, const char *from, const char *about, uint64_t now,
+/* What the probes of one region say about another: up when a node of it
+ * that probed the other region ok reported within fresh_ms, else down when
+ * one that probed it failing did, else unknown; *at is the newest of those
+ * reports. The snapshot's "probes" has, per pair of regions, when a node
+ * last reported each (the store aggregates every node's probes). */
+static mrd_verdict region_verdict(json_t *snap, const char *from, const char *about, uint64_t now,
                                   uint32_t fresh_ms, uint64_t *at)
 {
-    size_t i, k;
-    json_t *n, *p;
-    int ups = 0, downs = 0;
+    size_t i;
+    json_t *p;
     *at = 0;
-    json_array_foreach(nodes, i, n)
+    json_array_foreach(json_object_get(snap, "probes"), i, p)
     {
-        if (strcmp(jstr(n, "region"), from) != 0)
+        if (strcmp(jstr(p, "from"), from) != 0 || strcmp(jstr(p, "about"), about) != 0)
             continue;
-        uint64_t seen = jint(n, "last_seen_ms");
-        if (seen + fresh_ms < now)
-            continue;
-        json_array_foreach(json_object_get(n, "probes"), k, p)
-        {
-            if (strcmp(jstr(p, "region"), about) != 0)
-                continue;
-            if (json_is_true(json_object_get(p, "ok")))
-                ups++;
-            else
-                downs++;
-            if (seen > *at)
-                *at = seen;
-        }
+        uint64_t up = jint(p, "up_ms"), down = jint(p, "down_ms");
+        int up_fresh = up > 0 && up + fresh_ms >= now;
+        int down_fresh = down > 0 && down + fresh_ms >= now;
+        if (up_fresh)
+            *at = up;
+        if (down_fresh && down > *at)
+            *at = down;
+        if (up_fresh)
+            return MRD_VERDICT_UP;
+        return down_fresh ? MRD_VERDICT_DOWN : MRD_VERDICT_UNKNOWN;
     }
-    if (ups > 0)
-        return MRD_VERDICT_UP;
-    return downs > 0 ? MRD_VERDICT_DOWN : MRD_VERDICT_UNKNOWN;
+    return MRD_VERDICT_UNKNOWN;
 }
 
-static int node_has_warning(json_t *nodes, const char *node)
+static int node_has_warning(json_t *snap, const char *node)
 {
-    json_t *n = find_by(nodes, "name", node, NULL, NULL);
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(n, "checks"), i, c)
-    {
-        if (strcmp(jstr(c, "status"), "warning") == 0)
-            return 1;
-    }
-    return 0;
+    return json_is_true(json_object_get(snap_node(snap, node), "warning"));
 }
 
 int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *now_ms)
 {
     json_t *snap = ctl->snapshot;
     memset(v, 0, sizeof(*v));
-    json_t *row = find_by(json_object_get(snap, "services"), "name", s->name, NULL, NULL);
+    json_t *row = json_object_get(json_object_get(snap, "ix_services"), s->name);
     if (row == NULL)
         return MRD_ENOTFOUND;
     uint64_t now = jint(snap, "now_ms");
@@ -149,20 +199,18 @@ int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *
     v->maintenance = json_is_true(json_object_get(row, "maintenance"));
     v->last_failover_ms = jint(row, "last_failover_ms");
     const char *pmember = jstr(row, "primary_member");
-    json_t *members = json_object_get(snap, "members");
-    json_t *nodes = json_object_get(snap, "nodes");
     for (size_t i = 0; i < ctl->nregions && i < MRD_VIEW_MAX_REGIONS; i++) {
         mrd_view_region *r = &v->regions[v->nregions++];
         snprintf(r->name, sizeof(r->name), "%s", ctl->regions[i].name);
         r->priority = ctl->regions[i].priority;
         if (strcmp(r->name, v->primary_region) != 0)
-            r->verdict = region_verdict(nodes, r->name, v->primary_region, now,
+            r->verdict = region_verdict(snap, r->name, v->primary_region, now,
                                         s->policy.node_timeout_ms, &r->verdict_ms);
     }
     /* The last known position of the primary: what replicas' lag counts from. */
     uint64_t primary_pos = 0;
     for (size_t i = 0; i < s->nmembers; i++) {
-        json_t *m = find_by(members, "service", s->name, "name", s->members[i].name);
+        json_t *m = snap_member(snap, s->name, s->members[i].name);
         if (m && strcmp(jstr(m, "role"), "primary") == 0 && jint(m, "position") > primary_pos)
             primary_pos = jint(m, "position");
     }
@@ -173,7 +221,7 @@ int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *
         snprintf(vm->region, sizeof(vm->region), "%s", mc->region);
         if (strcmp(mc->name, pmember) == 0)
             snprintf(v->primary_node, sizeof(v->primary_node), "%s", mc->node);
-        json_t *m = find_by(members, "service", s->name, "name", mc->name);
+        json_t *m = snap_member(snap, s->name, mc->name);
         if (m == NULL) {
             vm->role = MRD_ROLE_UNKNOWN;
             vm->health = MRD_HEALTH_UNKNOWN;
@@ -188,8 +236,7 @@ int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *
         if (!json_is_true(json_object_get(m, "healthy")))
             vm->health = MRD_HEALTH_CRITICAL;
         else
-            vm->health =
-                node_has_warning(nodes, mc->node) ? MRD_HEALTH_WARNING : MRD_HEALTH_PASSING;
+            vm->health = node_has_warning(snap, mc->node) ? MRD_HEALTH_WARNING : MRD_HEALTH_PASSING;
         vm->current_pos = jint(m, "position");
         vm->receive_pos = jint(m, "receive_position");
         vm->replay_pos = jint(m, "replay_position");
@@ -509,11 +556,10 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
         if (jint(c, "operation_id") == jint(oprow, "id"))
             json_array_append(cmds, c);
     }
-    json_t *members = json_object_get(ctl->snapshot, "members");
     const mrd__member_cfg *oldc = mrd__member_by_node(s, op.from_node);
     const mrd__member_cfg *tgtc = mrd__member_by_node(s, op.to_node);
-    json_t *old = oldc ? find_by(members, "service", s->name, "name", oldc->name) : NULL;
-    json_t *tgt = tgtc ? find_by(members, "service", s->name, "name", tgtc->name) : NULL;
+    json_t *old = oldc ? snap_member(ctl->snapshot, s->name, oldc->name) : NULL;
+    json_t *tgt = tgtc ? snap_member(ctl->snapshot, s->name, tgtc->name) : NULL;
 
     mrd_op_inputs in;
     memset(&in, 0, sizeof(in));
@@ -802,17 +848,15 @@ static void auto_decide(mrd_ctl *ctl, mrd__service *s, mrd_view *v, uint64_t now
     free(d);
 }
 
-static void tick_done(int err, PGresult *res, void *data)
+/* The snapshot, parsed and indexed on the thread pool (a fleet's snapshot is
+ * megabytes: parsing it on the loop delayed every heartbeat answer). */
+static void tick_parsed(json_t *snap, void *data)
 {
     mrd_ctl *ctl = data;
     ctl->tick_running = 0;
-    if (err != 0 || PQntuples(res) != 1)
-        return;
-    json_error_t jerr;
-    json_t *snap = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
     if (snap == NULL)
         return;
-    json_decref(ctl->snapshot);
+    mrd_json_release_async(ctl->loop, ctl->snapshot);
     ctl->snapshot = snap;
     ctl->snapshot_ms = jint(snap, "now_ms");
     if (!mrd__lease_is_leader(ctl) || ctl->stopping)
@@ -833,6 +877,15 @@ static void tick_done(int err, PGresult *res, void *data)
             auto_decide(ctl, s, v, now);
     }
     free(v);
+}
+
+static void tick_done(int err, PGresult *res, void *data)
+{
+    mrd_ctl *ctl = data;
+    if (err != 0 || PQntuples(res) != 1 ||
+        mrd_json_parse_async(ctl->loop, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0),
+                             snapshot_index, tick_parsed, ctl) != 0)
+        ctl->tick_running = 0;
 }
 
 void mrd__tick_cron(mrd_ctl *ctl, uint64_t now)

@@ -55,6 +55,7 @@ typedef struct {
     long clients;
     long idle_conns;
     long pid;
+    long services; /* 0: every 3 agents share a service no config names */
 } opts;
 
 typedef struct bench bench;
@@ -97,9 +98,11 @@ struct bench {
     uint64_t next;  /* next send index */
     int sending_done;
     uint64_t drain_start_ns;
-    /* window figures */
-    double *lat;
-    size_t nlat, caplat;
+    /* the generator's own loop: how late its 1 ms tick fired */
+    uint64_t last_tick_ns, tick_lag_max_ns, tick_late20;
+    /* window figures (latp: answers to agents hosting a primary) */
+    double *lat, *latp;
+    size_t nlat, caplat, nlatp, caplatp;
     uint64_t ok, errors, overruns, recorded_true, started;
     char first_error[200];
     /* idle connections (a fleet's keep-alive sockets) */
@@ -245,8 +248,43 @@ static void *sampler_main(void *arg)
 
 /* ---- the load ---- */
 
+/* With --services S, agent i hosts member "svc-K-mJ" of service svc-K
+ * (K = i mod S, J = i / S) in region r(J mod 3); member m0 is the primary,
+ * so one heartbeat in every i/S waits for its batch to commit, as a fleet's
+ * primaries do. tests/bench/heartbeats.py writes the matching config. */
+static int agent_is_primary(const bench *b, const agent *a)
+{
+    return b->o.services > 0 && a->id / b->o.services == 0;
+}
+
+static int make_body_services(const bench *b, const agent *a, char *buf, size_t len)
+{
+    long svc = a->id % b->o.services, j = a->id / b->o.services;
+    int64_t pos = 16777216 + a->seq * 8192;
+    long long now_ms = (long long)time(NULL) * 1000;
+    int primary = agent_is_primary(b, a);
+    int n = snprintf(
+        buf, len,
+        "{\"node\":\"bench-%05ld\",\"region\":\"r%ld\",\"seq\":%" PRId64 ","
+        "\"epochs\":{\"svc-%ld\":1},"
+        "\"checks\":[{\"name\":\"pg\",\"status\":\"passing\",\"output\":\"\",\"duration_ms\":2},"
+        "{\"name\":\"disk\",\"status\":\"passing\",\"output\":\"used 41%%\",\"duration_ms\":0},"
+        "{\"name\":\"http\",\"status\":\"passing\",\"output\":\"200\",\"duration_ms\":1}],"
+        "\"members\":[{\"service\":\"svc-%ld\",\"name\":\"svc-%ld-m%ld\","
+        "\"kind\":\"postgresql\",\"role\":\"%s\",\"fenced\":false,\"timeline\":1,"
+        "\"position\":%" PRId64 ",\"receive_position\":%" PRId64 ",\"replay_position\":%" PRId64
+        ",\"replay_timestamp_ms\":%lld,\"lag_bytes\":%d,\"lag_ms\":%d,\"healthy\":true}],"
+        "\"probes\":[],\"results\":[],\"api_url\":\"http://127.0.0.1:7002\"}",
+        a->id, j % 3, a->seq, svc, svc, svc, j, primary ? "primary" : "replica", primary ? pos : 0,
+        primary ? 0 : pos, primary ? 0 : pos - 8192, primary ? 0 : now_ms, primary ? 0 : 8192,
+        primary ? 0 : 12);
+    return n > 0 && (size_t)n < len ? n : -1;
+}
+
 static int make_body(const bench *b, const agent *a, char *buf, size_t len)
 {
+    if (b->o.services > 0)
+        return make_body_services(b, a, buf, len);
     int64_t pos = 16777216 + a->seq * 8192;
     long long now_ms = (long long)time(NULL) * 1000;
     int n = snprintf(
@@ -264,6 +302,19 @@ static int make_body(const bench *b, const agent *a, char *buf, size_t len)
         a->id, a->id % 3, a->seq, a->id / 3, a->id / 3, a->id / 3, a->id, pos, pos - 8192, now_ms);
     (void)b;
     return n > 0 && (size_t)n < len ? n : -1;
+}
+
+static void push_latency(double **v, size_t *n, size_t *cap, double ms)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 65536;
+        double *p = realloc(*v, c * sizeof(*p));
+        if (p == NULL)
+            return;
+        *v = p;
+        *cap = c;
+    }
+    (*v)[(*n)++] = ms;
 }
 
 static void on_answer(const mrd_http_client_result *res, void *data)
@@ -285,15 +336,9 @@ static void on_answer(const mrd_http_client_result *res, void *data)
     b->ok++;
     if (strstr(res->body, "\"recorded\":true") || strstr(res->body, "\"recorded\": true"))
         b->recorded_true++;
-    if (b->nlat == b->caplat) {
-        size_t cap = b->caplat ? b->caplat * 2 : 65536;
-        double *p = realloc(b->lat, cap * sizeof(*p));
-        if (p == NULL)
-            return;
-        b->lat = p;
-        b->caplat = cap;
-    }
-    b->lat[b->nlat++] = ms;
+    push_latency(&b->lat, &b->nlat, &b->caplat, ms);
+    if (agent_is_primary(b, a))
+        push_latency(&b->latp, &b->nlatp, &b->caplatp, ms);
 }
 
 static void send_one(bench *b, agent *a, int measured)
@@ -333,6 +378,13 @@ static void on_tick(uv_timer_t *t)
 {
     bench *b = t->data;
     uint64_t now = uv_hrtime();
+    if (b->last_tick_ns && now > b->last_tick_ns + TICK_MS * 1000000ull) {
+        uint64_t lag = now - b->last_tick_ns - TICK_MS * 1000000ull;
+        if (lag > b->tick_lag_max_ns)
+            b->tick_lag_max_ns = lag;
+        b->tick_late20 += lag > 20000000ull;
+    }
+    b->last_tick_ns = now;
     if (!b->sending_done) {
         double el = (double)(now - b->start_ns) / 1e9;
         uint64_t due = (uint64_t)(el * (double)b->o.agents * b->o.rate);
@@ -454,7 +506,10 @@ static void usage(void)
                     "  --idle-conns    extra idle TCP connections held open to the controller,\n"
                     "                  like a fleet's keep-alive sockets (default 0)\n"
                     "  --store         libpq conninfo of the store: rows written, freshness\n"
-                    "  --controller-pid  sample the controller's RSS and CPU\n");
+                    "  --controller-pid  sample the controller's RSS and CPU\n"
+                    "  --services S    agents host the members of S services (svc-0..), member\n"
+                    "                  m0 of each a primary; the controller must be configured\n"
+                    "                  with them (heartbeats.py --services does it)\n");
 }
 
 static int parse_opts(int argc, char **argv, opts *o)
@@ -471,6 +526,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         {"store", required_argument, NULL, 'd'},
         {"controller-pid", required_argument, NULL, 'p'},
         {"clients", required_argument, NULL, 'k'},
+        {"services", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -515,6 +571,9 @@ static int parse_opts(int argc, char **argv, opts *o)
         case 'k':
             o->clients = atol(optarg);
             break;
+        case 'S':
+            o->services = atol(optarg);
+            break;
         default:
             return -1;
         }
@@ -522,7 +581,8 @@ static int parse_opts(int argc, char **argv, opts *o)
     if (optind != argc || !o->url || !o->token || o->agents < 1 || o->agents > 1000000 ||
         !(o->rate > 0 && o->rate <= 1000) || !(o->seconds >= 1 && o->seconds <= 86400) ||
         !(o->warmup >= 0 && o->warmup <= 600) || o->connections < 0 || o->idle_conns < 0 ||
-        o->clients < 0 || o->clients > 10000 || o->idle_conns > 100000)
+        o->clients < 0 || o->clients > 10000 || o->idle_conns > 100000 || o->services < 0 ||
+        o->services > o->agents)
         return -1;
     return 0;
 }
@@ -615,6 +675,8 @@ int main(int argc, char **argv)
 
     if (b->nlat > 0)
         qsort(b->lat, b->nlat, sizeof(double), cmp_double);
+    if (b->nlatp > 0)
+        qsort(b->latp, b->nlatp, sizeof(double), cmp_double);
     double achieved = (double)b->ok / o->seconds;
     double self_cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
                       (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
@@ -632,6 +694,14 @@ int main(int argc, char **argv)
     if (b->first_error[0])
         printf("first error: %s\n", b->first_error);
     printf("latency ms: p50 %.2f  p99 %.2f  max %.2f\n", p50, p99, mx);
+    printf("generator loop: longest stall %.1f ms, tick late > 20 ms %" PRIu64
+           " times (its own delays count in the latency)\n",
+           (double)b->tick_lag_max_ns / 1e6, b->tick_late20);
+    double pp50 = pct(b->latp, b->nlatp, 0.50), pp99 = pct(b->latp, b->nlatp, 0.99);
+    if (b->nlatp > 0)
+        printf("latency ms of agents hosting a primary (answered after the commit): p50 %.2f  "
+               "p99 %.2f  (%zu answers)\n",
+               pp50, pp99, b->nlatp);
     double rows_s = -1, nodes_avg = -1, members_avg = -1;
     if (o->store) {
         if (!s.store_ok) {
@@ -655,13 +725,14 @@ int main(int argc, char **argv)
     printf("RESULT agents=%ld rate=%.3f target=%.0f achieved=%.1f ok=%" PRIu64 " errors=%" PRIu64
            " overruns=%" PRIu64 " p50_ms=%.3f p99_ms=%.3f max_ms=%.3f"
            " nodes_fresh=%.0f members_fresh=%.0f rows_s=%.0f hwm_kb=%ld rss_kb=%ld"
-           " ctl_cpu_pct=%.1f gen_cpu_pct=%.1f\n",
+           " ctl_cpu_pct=%.1f gen_cpu_pct=%.1f primary_p50_ms=%.3f primary_p99_ms=%.3f\n",
            o->agents, o->rate, (double)o->agents * o->rate, achieved, b->ok, b->errors, b->overruns,
            p50, p99, mx, nodes_avg, members_avg, rows_s, s.hwm_kb, s.rss_max_kb, ctl_cpu,
-           100.0 * self_cpu / (o->seconds + o->warmup));
+           100.0 * self_cpu / (o->seconds + o->warmup), pp50, pp99);
     fflush(stdout);
     uv_loop_close(b->loop);
     free(b->lat);
+    free(b->latp);
     free(b->idle);
     free(b->idle_req);
     free(b->clients);

@@ -78,10 +78,28 @@ def make_store():
     return conninfo, lambda q: store.sql(q, dbname="meridian_bench_hb")
 
 
-def run_one(args, conninfo, sql, agents, seconds, idle=0, perf_s=0, label=None):
-    ctl = h.Controller("ctl-bench", "eu", conninfo, log_level="warn")
+def services_config(agents, services):
+    """The config keys for --services: services svc-0.. with the members the
+    bench's agents report (bench_heartbeats.c, make_body_services): agent i
+    hosts svc-(i mod S)-m(i div S) in region r(j mod 3), m0 the primary."""
+    members = {}
+    for i in range(agents):
+        k, j = i % services, i // services
+        members.setdefault(k, []).append({"name": "svc-%d-m%d" % (k, j),
+                                          "node": "bench-%05d" % i, "region": "r%d" % (j % 3)})
+    return {"regions": [{"name": "r%d" % r, "priority": 100 - r} for r in range(3)],
+            "services": [{"name": "svc-%d" % k, "primary_region": "r0", "members": members[k]}
+                         for k in range(services)]}
+
+
+def run_one(args, conninfo, sql, agents, seconds, idle=0, perf_s=0, label=None, services=0):
+    extra = services_config(agents, services) if services else None
+    ctl = h.Controller("ctl-bench", "eu", conninfo, log_level="warn", extra=extra)
     ctl.start()
     h.wait_until(lambda: ctl.ready_code() == 200, 60, what="controller ready")
+    if services:
+        h.wait_until(lambda: ctl.is_leader() and ctl.status().get("services"), 60,
+                     what="controller leading its %d services" % services)
     sql("TRUNCATE meridian.nodes, meridian.members")
     argv = [os.path.join(h.build_dir(), "tests", "bench", "bench_heartbeats"),
             "--url", ctl.url, "--token", h.AGENT_TOKEN, "--agents", str(agents),
@@ -91,6 +109,8 @@ def run_one(args, conninfo, sql, agents, seconds, idle=0, perf_s=0, label=None):
         argv += ["--connections", str(args.connections)]
     if idle:
         argv += ["--idle-conns", str(idle)]
+    if services:
+        argv += ["--services", str(services)]
     perf = None
     if perf_s:
         perf = threading.Thread(target=run_perf, args=(ctl.proc.pid, perf_s), daemon=True)
@@ -99,6 +119,7 @@ def run_one(args, conninfo, sql, agents, seconds, idle=0, perf_s=0, label=None):
                         timeout=seconds + 120)
     if perf:
         perf.join(perf_s + 120)
+    lag = loop_lag(ctl)
     ctl.stop()
     out = cp.stdout
     for line in out.splitlines():
@@ -110,7 +131,45 @@ def run_one(args, conninfo, sql, agents, seconds, idle=0, perf_s=0, label=None):
     res = dict(kv.split("=", 1) for kv in m[-1].split()[1:])
     res = {k: float(v) for k, v in res.items()}
     res["label"] = label or "%d agents" % agents
+    if lag:
+        print("    controller loop: longest stall %.1f ms; timer late > 20 ms %s times, "
+              "> 100 ms %s times (meridian_loop_* in /metrics)" % lag, flush=True)
+    if services:
+        ops = sql_value(conninfo, "SELECT count(*) FROM meridian.operations")
+        print("    operations started during the run (expected 0): %s" % ops, flush=True)
     return res
+
+
+def loop_lag(ctl):
+    """(longest stall ms, stalls over 20 ms, over 100 ms) from /metrics."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(ctl.url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    vals = {}
+    for line in text.splitlines():
+        if line.startswith("meridian_loop_lag_max_seconds "):
+            vals["max"] = float(line.split()[1]) * 1000.0
+        elif line.startswith('meridian_loop_stalls_total{over="0.02"}'):
+            vals["20"] = int(line.split()[1])
+        elif line.startswith('meridian_loop_stalls_total{over="0.1"}'):
+            vals["100"] = int(line.split()[1])
+    if len(vals) != 3:
+        return None
+    return (vals["max"], vals["20"], vals["100"])
+
+
+def sql_value(conninfo, q):
+    import psycopg2
+    c = psycopg2.connect(conninfo)
+    try:
+        with c.cursor() as cur:
+            cur.execute(q)
+            return cur.fetchone()[0]
+    finally:
+        c.close()
 
 
 def run_perf(pid, seconds):
@@ -157,6 +216,9 @@ def main():
     ap.add_argument("--no-ramp", action="store_true")
     ap.add_argument("--connections", type=int, default=0)
     ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--services", type=int, default=1000,
+                    help="then the largest size again with its agents hosting the members of "
+                    "this many configured services, one primary each (0: skip)")
     ap.add_argument("--perf", type=int, default=0)
     ap.add_argument("--build", default=os.path.join(SOURCE, "build-bench"))
     ap.add_argument("--no-build", action="store_true")
@@ -188,6 +250,13 @@ def main():
             if not ok(r):
                 break
             best = r
+    # last: the services stay in the store's services table afterwards
+    if sizes and args.services:
+        n = max(sizes)
+        print("== %d agents at 1 Hz hosting the members of %d configured services, %d s"
+              % (n, args.services, args.seconds), flush=True)
+        rows.append(run_one(args, conninfo, sql, n, args.seconds, services=args.services,
+                            label="%d, %d services" % (n, args.services)))
     print(flush=True)
     table(rows)
     if not args.no_ramp:

@@ -57,6 +57,10 @@ def store_outage_keeps_writes():
     # Heard from again, the self-fenced primary is unfenced by the leader
     # (no failover: it is still the store's primary in the current epoch).
     h.wait_until(lambda: writes_ok(d), 30, what="the primary unfenced after the outage")
+    # every controller answers from the store again once its own connection
+    # is back (each reconnects on its own backoff, up to 5 s after the store)
+    h.wait_until(lambda: all(c.get("/v1/services/orders")[0] == 200 for c in d.controllers()),
+                 15, what="every controller reading the store again")
     assert d.service()["primary_region"] == "eu"
     assert d.latest_operation() is None, d.latest_operation()
 
