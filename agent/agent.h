@@ -174,6 +174,8 @@ struct mrd__member {
     int fenced; /* read-only, stopped or fenced by exec */
     int64_t timeline, position, receive_position, replay_position, replay_timestamp_ms;
     int64_t lag_bytes, lag_ms;
+    mrd_hb_standby standbys[MRD_PROTO_MAX_STANDBYS]; /* its pg_stat_replication */
+    size_t nstandbys;
     /* commands */
     mrd__pending_cmd *queue; /* FIFO */
     int busy;                /* a command executes */

@@ -75,6 +75,8 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
         x->replay_timestamp_ms = m->replay_timestamp_ms;
         x->lag_bytes = m->lag_bytes;
         x->lag_ms = m->lag_ms;
+        x->nstandbys = m->nstandbys < MRD_PROTO_MAX_STANDBYS ? m->nstandbys : 0;
+        memcpy(x->standbys, m->standbys, x->nstandbys * sizeof(x->standbys[0]));
         x->healthy = m->status_ok && m->role != MRD_MEMBER_UNKNOWN &&
                      mrd__checks_member_healthy(a, m->cfg->name);
     }

@@ -76,7 +76,48 @@ static const char *status_sql =
     "                (SELECT timeline_id FROM pg_control_checkpoint()))::bigint"
     "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,"
     " current_setting('default_transaction_read_only'),"
-    " (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+    " (extract(epoch FROM clock_timestamp()) * 1000)::bigint,"
+    /* the standbys streaming from it (LSNs are NULL without pg_monitor) */
+    " (SELECT coalesce(json_agg(json_build_object('name', application_name,"
+    "   'address', host(client_addr), 'state', state, 'sync_state', sync_state,"
+    "   'sent', sent_lsn::text, 'flush', flush_lsn::text, 'replay', replay_lsn::text,"
+    "   'replay_lag_ms', (extract(epoch FROM replay_lag) * 1000)::bigint)"
+    "   ORDER BY application_name, pid), '[]') FROM pg_stat_replication)";
+
+/* Rows of pg_stat_replication (column 8 of status_sql) into m->standbys;
+ * at most MRD_PROTO_MAX_STANDBYS, longer texts cut. */
+static void standbys_parse(mrd__member *m, const char *text)
+{
+    json_error_t jerr;
+    json_t *arr = json_loads(text, 0, &jerr);
+    size_t i;
+    json_t *r;
+    m->nstandbys = 0;
+    json_array_foreach(arr, i, r)
+    {
+        if (m->nstandbys >= MRD_PROTO_MAX_STANDBYS)
+            break;
+        mrd_hb_standby *s = &m->standbys[m->nstandbys++];
+        const char *v;
+        memset(s, 0, sizeof(*s));
+        v = json_string_value(json_object_get(r, "name"));
+        snprintf(s->name, sizeof(s->name), "%s", v ? v : "");
+        v = json_string_value(json_object_get(r, "address"));
+        snprintf(s->address, sizeof(s->address), "%s", v ? v : "");
+        v = json_string_value(json_object_get(r, "state"));
+        snprintf(s->state, sizeof(s->state), "%s", v && v[0] ? v : "unknown");
+        v = json_string_value(json_object_get(r, "sync_state"));
+        snprintf(s->sync_state, sizeof(s->sync_state), "%s", v ? v : "");
+        s->sent_position = lsn_parse(json_string_value(json_object_get(r, "sent")));
+        s->flush_position = lsn_parse(json_string_value(json_object_get(r, "flush")));
+        s->replay_position = lsn_parse(json_string_value(json_object_get(r, "replay")));
+        json_t *lag = json_object_get(r, "replay_lag_ms");
+        s->replay_lag_ms = json_is_integer(lag) && json_integer_value(lag) >= 0
+                               ? (int64_t)json_integer_value(lag)
+                               : -1;
+    }
+    json_decref(arr);
+}
 
 static void compute_lag(mrd__member *m, int64_t db_now_ms)
 {
@@ -104,6 +145,7 @@ static void compute_lag(mrd__member *m, int64_t db_now_ms)
 static void status_failed(mrd__member *m)
 {
     m->status_ok = 0;
+    m->nstandbys = 0;
     m->role = MRD_MEMBER_UNKNOWN;
     m->lag_bytes = m->lag_ms = -1;
     mrd__heartbeat_asap_check(m->agent);
@@ -120,7 +162,7 @@ static void on_status(int err, PGresult *res, void *data)
 {
     mrd__member *m = data;
     m->status_in_flight = 0;
-    if (err || !res || PQntuples(res) != 1 || PQnfields(res) != 8) {
+    if (err || !res || PQntuples(res) != 1 || PQnfields(res) != 9) {
         if (m->status_ok)
             mrd_log(MRD_LOG_WARN, "member status unavailable", MRD_S("member", m->cfg->name),
                     MRD_S("error",
@@ -154,6 +196,7 @@ static void on_status(int err, PGresult *res, void *data)
         m->fenced = 0;
     }
     compute_lag(m, int_of(res, 7));
+    standbys_parse(m, PQgetvalue(res, 0, 8));
     mrd__heartbeat_asap_check(m->agent);
 }
 

@@ -170,6 +170,36 @@ static json_t *enum_json(const char *const *names, int v)
     return strcmp(n, "?") == 0 ? NULL : json_string(n);
 }
 
+/* A member's standbys; NULL when out of memory (put() then fails). */
+static json_t *standbys_json(const mrd_hb_member *m)
+{
+    int bad = 0;
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < m->nstandbys && i < MRD_PROTO_MAX_STANDBYS; i++) {
+        const mrd_hb_standby *sb = &m->standbys[i];
+        json_t *e = json_object();
+        if (e) {
+            put(e, "name", json_string(sb->name), &bad);
+            put(e, "address", str_or_null(sb->address), &bad);
+            put(e, "state", json_string(sb->state), &bad);
+            put(e, "sync_state", str_or_null(sb->sync_state), &bad);
+            put(e, "sent_position", int_or_null(sb->sent_position > 0 ? sb->sent_position : -1),
+                &bad);
+            put(e, "flush_position", int_or_null(sb->flush_position > 0 ? sb->flush_position : -1),
+                &bad);
+            put(e, "replay_position",
+                int_or_null(sb->replay_position > 0 ? sb->replay_position : -1), &bad);
+            put(e, "replay_lag_ms", int_or_null(sb->replay_lag_ms), &bad);
+        }
+        put_in_array(arr, e, &bad);
+    }
+    if (bad) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
 json_t *mrd_hb_request_to_json(const mrd_hb_request *r)
 {
     int bad = 0;
@@ -221,6 +251,8 @@ json_t *mrd_hb_request_to_json(const mrd_hb_request *r)
             put(e, "lag_bytes", int_or_null(m->lag_bytes), &bad);
             put(e, "lag_ms", int_or_null(m->lag_ms), &bad);
             put(e, "healthy", json_boolean(m->healthy), &bad);
+            if (m->nstandbys > 0)
+                put(e, "standbys", standbys_json(m), &bad);
         }
         put_in_array(arr, e, &bad);
     }
@@ -525,6 +557,30 @@ static int decode_check(ectx *e, const json_t *v, const char *path, mrd_hb_check
     return 0;
 }
 
+static int decode_standby(ectx *e, const json_t *v, const char *path, mrd_hb_standby *s)
+{
+    int rc;
+    if (!json_is_object(v))
+        return fail(e, path, NULL, "must be an object");
+    if ((rc = get_str(e, v, path, "name", s->name, sizeof(s->name), STR_OPTIONAL | STR_NULLABLE,
+                      0)) ||
+        (rc = get_str(e, v, path, "address", s->address, sizeof(s->address),
+                      STR_OPTIONAL | STR_NULLABLE, 0)) ||
+        (rc = get_name(e, v, path, "state", s->state, sizeof(s->state))) ||
+        (rc = get_str(e, v, path, "sync_state", s->sync_state, sizeof(s->sync_state),
+                      STR_OPTIONAL | STR_NULLABLE, 0)) ||
+        (rc = get_int(e, v, path, "sent_position", &s->sent_position, 0, INT64_MAX, INT_NULLABLE,
+                      0)) ||
+        (rc = get_int(e, v, path, "flush_position", &s->flush_position, 0, INT64_MAX, INT_NULLABLE,
+                      0)) ||
+        (rc = get_int(e, v, path, "replay_position", &s->replay_position, 0, INT64_MAX,
+                      INT_NULLABLE, 0)) ||
+        (rc = get_int(e, v, path, "replay_lag_ms", &s->replay_lag_ms, 0, INT64_MAX, INT_NULLABLE,
+                      -1)))
+        return rc;
+    return 0;
+}
+
 static int decode_member(ectx *e, const json_t *v, const char *path, mrd_hb_member *m)
 {
     int rc, role = 0;
@@ -549,6 +605,19 @@ static int decode_member(ectx *e, const json_t *v, const char *path, mrd_hb_memb
         (rc = get_bool(e, v, path, "healthy", &m->healthy, 1, 0)))
         return rc;
     m->role = (mrd_member_role)role;
+    const json_t *sb = json_object_get(v, "standbys");
+    if (sb && !json_is_null(sb)) {
+        if (!json_is_array(sb))
+            return fail(e, path, "standbys", "must be an array");
+        if (json_array_size(sb) > MRD_PROTO_MAX_STANDBYS)
+            return fail(e, path, "standbys", "at most %d entries", MRD_PROTO_MAX_STANDBYS);
+        for (size_t i = 0; i < json_array_size(sb); i++, m->nstandbys++) {
+            char p[300];
+            snprintf(p, sizeof(p), "%s.standbys[%zu]", path, i);
+            if ((rc = decode_standby(e, json_array_get(sb, i), p, &m->standbys[i])))
+                return rc;
+        }
+    }
     return 0;
 }
 

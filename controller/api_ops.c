@@ -175,7 +175,7 @@ static json_t *decision_json(const mrd_decision *d)
     "  'region', m.region, 'role', m.role, 'fenced', m.fenced, 'healthy', m.healthy,"              \
     "  'position', m.position, 'receive_position', m.receive_position,"                            \
     "  'replay_position', m.replay_position, 'lag_bytes', m.lag_bytes, 'lag_ms', m.lag_ms,"        \
-    "  'epoch_seen', m.epoch_seen,"                                                                \
+    "  'epoch_seen', m.epoch_seen, 'standbys', m.standbys,"                                        \
     "  'age_ms', (extract(epoch FROM now() - m.last_seen) * 1000)::bigint)"                        \
     "  ORDER BY m.region, m.name), '[]') FROM meridian.members m WHERE m.service = s.name)"
 
@@ -309,7 +309,7 @@ static void h_regions(mrd_http_request *req, mrd_http_response *res, void *data)
     " 'members', (SELECT coalesce(json_agg(json_build_object('service', m.service,"                \
     "   'name', m.name, 'role', m.role, 'fenced', m.fenced, 'healthy', m.healthy,"                 \
     "   'position', m.position, 'replay_position', m.replay_position,"                             \
-    "   'lag_bytes', m.lag_bytes, 'lag_ms', m.lag_ms)), '[]')"                                     \
+    "   'lag_bytes', m.lag_bytes, 'lag_ms', m.lag_ms, 'standbys', m.standbys)), '[]')"             \
     "   FROM meridian.members m WHERE m.node = n.name))"
 
 static void h_nodes(mrd_http_request *req, mrd_http_response *res, void *data)

@@ -169,6 +169,17 @@ static void sb_kbool(sbuf *b, const char *key, int v)
     sb_lit(b, v ? "true" : "false");
 }
 
+/* null when v is "" (none). */
+static void sb_kstr_or_null(sbuf *b, const char *key, const char *v)
+{
+    if (v[0]) {
+        sb_kstr(b, key, v);
+    } else {
+        sb_key(b, key);
+        sb_lit(b, "null");
+    }
+}
+
 /* null when v < 0 (unknown). */
 static void sb_kint_or_null(sbuf *b, const char *key, long long v)
 {
@@ -203,7 +214,22 @@ static void render_member(sbuf *b, const mrd_hb_request *r, const mrd_hb_member 
     sb_kint_or_null(b, "replay_timestamp_ms",
                     m->replay_timestamp_ms > 0 ? m->replay_timestamp_ms : -1);
     sb_kint(b, "epoch_seen", epoch);
-    sb_lit(b, "}");
+    sb_key(b, "standbys");
+    sb_lit(b, "[");
+    for (size_t i = 0; i < m->nstandbys && i < MRD_PROTO_MAX_STANDBYS; i++) {
+        const mrd_hb_standby *s = &m->standbys[i];
+        sb_lit(b, i ? ",{" : "{");
+        sb_kstr(b, "name", s->name);
+        sb_kstr_or_null(b, "address", s->address);
+        sb_kstr(b, "state", s->state);
+        sb_kstr_or_null(b, "sync_state", s->sync_state);
+        sb_kint_or_null(b, "sent_position", s->sent_position > 0 ? s->sent_position : -1);
+        sb_kint_or_null(b, "flush_position", s->flush_position > 0 ? s->flush_position : -1);
+        sb_kint_or_null(b, "replay_position", s->replay_position > 0 ? s->replay_position : -1);
+        sb_kint_or_null(b, "replay_lag_ms", s->replay_lag_ms);
+        sb_lit(b, "}");
+    }
+    sb_lit(b, "]}");
 }
 
 /* The pending rows of one node: [rows, "node", "members", "results"], the
@@ -289,21 +315,23 @@ static const char *flush_sql =
     "  RETURNING 1),"
     " m AS (INSERT INTO meridian.members AS t (service, name, node, region, role, fenced,"
     "   healthy, timeline, position, receive_position, replay_position, lag_bytes, lag_ms,"
-    "   replay_timestamp, epoch_seen, last_seen)"
+    "   replay_timestamp, epoch_seen, standbys, last_seen)"
     "  SELECT DISTINCT ON (x.service, x.name) x.service, x.name, x.node, x.region, x.role,"
     "   x.fenced, x.healthy, x.timeline, x.position, x.receive_position, x.replay_position,"
-    "   x.lag_bytes, x.lag_ms, to_timestamp(x.replay_timestamp_ms / 1000.0), x.epoch_seen, now()"
+    "   x.lag_bytes, x.lag_ms, to_timestamp(x.replay_timestamp_ms / 1000.0), x.epoch_seen,"
+    "   coalesce(x.standbys, '[]'), now()"
     "  FROM b, json_to_recordset(b.j->'members') AS x(service text, name text, node text,"
     "   region text, role text, fenced boolean, healthy boolean, timeline bigint,"
     "   position numeric, receive_position numeric, replay_position numeric,"
-    "   lag_bytes numeric, lag_ms bigint, replay_timestamp_ms bigint, epoch_seen bigint)"
+    "   lag_bytes numeric, lag_ms bigint, replay_timestamp_ms bigint, epoch_seen bigint,"
+    "   standbys jsonb)"
     "  ON CONFLICT (service, name) DO UPDATE SET node = EXCLUDED.node, region = EXCLUDED.region,"
     "   role = EXCLUDED.role, fenced = EXCLUDED.fenced, healthy = EXCLUDED.healthy,"
     "   timeline = EXCLUDED.timeline, position = EXCLUDED.position,"
     "   receive_position = EXCLUDED.receive_position,"
     "   replay_position = EXCLUDED.replay_position, lag_bytes = EXCLUDED.lag_bytes,"
     "   lag_ms = EXCLUDED.lag_ms, replay_timestamp = EXCLUDED.replay_timestamp,"
-    "   epoch_seen = EXCLUDED.epoch_seen, last_seen = now()"
+    "   epoch_seen = EXCLUDED.epoch_seen, standbys = EXCLUDED.standbys, last_seen = now()"
     "  RETURNING 1),"
     " r AS (UPDATE meridian.commands c SET status = x.status, result = x.result,"
     "   finished_at = now()"

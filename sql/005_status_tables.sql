@@ -7,3 +7,8 @@ ALTER TABLE meridian.nodes SET (fillfactor = 50, autovacuum_vacuum_scale_factor 
                                 autovacuum_vacuum_threshold = 1000);
 ALTER TABLE meridian.members SET (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.02,
                                   autovacuum_vacuum_threshold = 1000);
+
+-- The standbys streaming from a member, as its agent read them from
+-- pg_stat_replication (name, address, state, sync_state, sent/flush/replay
+-- positions, replay_lag_ms).
+ALTER TABLE meridian.members ADD COLUMN standbys jsonb NOT NULL DEFAULT '[]';

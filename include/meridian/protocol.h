@@ -86,6 +86,9 @@
 #define MRD_PROTO_MAX_CHECKS      256
 #define MRD_PROTO_MAX_MEMBERS     256
 #define MRD_PROTO_MAX_PROBES      64
+#define MRD_PROTO_MAX_STANDBYS    8 /* per member: rows of pg_stat_replication */
+#define MRD_PROTO_ADDR_MAX        64
+#define MRD_PROTO_STATE_MAX       32
 #define MRD_PROTO_MAX_RESULTS     1024
 #define MRD_PROTO_MAX_SERVICES    1024
 #define MRD_PROTO_MAX_COMMANDS    256
@@ -144,6 +147,18 @@ typedef struct {
     int64_t duration_ms;
 } mrd_hb_check;
 
+/* A standby streaming from a member (one row of its pg_stat_replication):
+ * "standbys" of a member on the wire, omitted when there is none. */
+typedef struct {
+    char name[MRD_PROTO_NAME_MAX];         /* application_name; may be "" */
+    char address[MRD_PROTO_ADDR_MAX];      /* client_addr; "" for a unix socket */
+    char state[MRD_PROTO_STATE_MAX];       /* startup, catchup, streaming, ... */
+    char sync_state[MRD_PROTO_STATE_MAX];  /* async, potential, sync, quorum */
+    int64_t sent_position, flush_position; /* 0: unknown (null on the wire) */
+    int64_t replay_position;               /* 0: unknown */
+    int64_t replay_lag_ms;                 /* -1: unknown (null on the wire) */
+} mrd_hb_standby;
+
 typedef struct {
     char service[MRD_PROTO_NAME_MAX];
     char name[MRD_PROTO_NAME_MAX];
@@ -158,6 +173,8 @@ typedef struct {
     int64_t lag_bytes;           /* -1: unknown (null on the wire) */
     int64_t lag_ms;              /* -1: unknown (null on the wire) */
     int healthy;
+    mrd_hb_standby standbys[MRD_PROTO_MAX_STANDBYS];
+    size_t nstandbys;
 } mrd_hb_member;
 
 typedef struct {

@@ -325,6 +325,37 @@ def lag():
 
 
 @test
+def standbys():
+    """The primary's member reports its pg_stat_replication: the replica
+    streaming, its name and positions; a replica reports none."""
+    e = env()
+    e.p.sql("INSERT INTO t(v) VALUES ('seen by the standby')")
+    rep = e.p.replication_state()
+    assert len(rep) == 1, rep
+    lsn = e.p.current_lsn()
+
+    def streaming():
+        m = member(e, "a", "orders-a")
+        sb = (m or {}).get("standbys") or []
+        return (len(sb) == 1 and sb[0]["state"] == "streaming"
+                and (sb[0]["replay_position"] or 0) >= lsn and m)
+    m = wait_until(streaming, 30, what="a reporting b streaming up to %d" % lsn)
+    sb = m["standbys"][0]
+    assert sb["name"] == rep[0]["application_name"], (sb, rep)
+    assert sb["sync_state"] == "async" and sb["address"] == "127.0.0.1", sb
+    assert sb["sent_position"] >= sb["flush_position"] >= sb["replay_position"] > 0, sb
+    assert sb["replay_lag_ms"] is None or sb["replay_lag_ms"] >= 0, sb
+    assert not member(e, "b", "orders-b").get("standbys"), member(e, "b", "orders-b")
+    # the replica gone: the primary reports no standby any more (then it
+    # comes back: the environment is shared with the next tests)
+    e.r.stop("fast")
+    wait_until(lambda: (m := member(e, "a", "orders-a")) and not m.get("standbys"), 30,
+               what="a reporting no standby after b stopped")
+    e.r.start()
+    wait_until(streaming, 30, what="a reporting b streaming again")
+
+
+@test
 def checks():
     e = env()
 

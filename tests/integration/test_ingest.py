@@ -208,6 +208,38 @@ def awkward_text_is_stored_as_sent():
     assert row == [(weird, weird, 1.25)], "stored %r" % row
 
 
+@test
+def standbys_reach_the_api():
+    """A primary's standbys (its pg_stat_replication) are stored with the
+    member and shown by GET /v1/nodes/{node}; a later report without any
+    replaces them."""
+    ctl, db = fresh_controller("standbys")
+    hb = heartbeat("db-eu-7", 1, "primary", pos=8192)
+    sb = [{"name": "pg-us", "address": "10.0.0.2", "state": "streaming", "sync_state": "async",
+           "sent_position": 8192, "flush_position": 8000, "replay_position": 4096,
+           "replay_lag_ms": 12},
+          {"name": "", "address": None, "state": "startup", "sync_state": None,
+           "sent_position": None, "flush_position": None, "replay_position": None,
+           "replay_lag_ms": None}]
+    hb["members"][0]["standbys"] = sb
+    code, ans = http_json("POST", ctl.url + "/v1/agent/heartbeat", hb, AGENT_TOKEN,
+                          timeout=SLACK)
+    assert code == 200 and ans["recorded"] is True, (code, ans)
+    code, node = ctl.get("/v1/nodes/db-eu-7")
+    assert code == 200, (code, node)
+    got = node["members"][0]["standbys"]
+    assert got[0] == sb[0], got
+    assert got[1]["state"] == "startup" and got[1]["sent_position"] is None, got
+    assert got[1]["replay_lag_ms"] is None and got[1]["name"] == "", got
+    assert got[1]["address"] is None and got[1]["sync_state"] is None, got
+    hb = heartbeat("db-eu-7", 2, "primary", pos=9000)
+    code, ans = http_json("POST", ctl.url + "/v1/agent/heartbeat", hb, AGENT_TOKEN,
+                          timeout=SLACK)
+    assert code == 200 and ans["recorded"] is True, (code, ans)
+    code, node = ctl.get("/v1/nodes/db-eu-7")
+    assert code == 200 and node["members"][0]["standbys"] == [], node
+
+
 class Load:
     """N simulated nodes, heartbeats with growing seq, from a few threads
     over keep-alive connections. Node k hosts a primary when k % 10 == 0.

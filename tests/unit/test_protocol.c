@@ -39,6 +39,18 @@ static void fill_request(mrd_hb_request *r)
     m->lag_bytes = 0;
     m->lag_ms = 0;
     m->healthy = 1;
+    m->nstandbys = 2;
+    snprintf(m->standbys[0].name, sizeof(m->standbys[0].name), "orders-us-1");
+    snprintf(m->standbys[0].address, sizeof(m->standbys[0].address), "10.1.2.3");
+    snprintf(m->standbys[0].state, sizeof(m->standbys[0].state), "streaming");
+    snprintf(m->standbys[0].sync_state, sizeof(m->standbys[0].sync_state), "async");
+    m->standbys[0].sent_position = (int64_t)0x16B374D48LL;
+    m->standbys[0].flush_position = (int64_t)0x16B374D00LL;
+    m->standbys[0].replay_position = (int64_t)0x16B374C00LL;
+    m->standbys[0].replay_lag_ms = 3;
+    /* a standby still starting: nothing known but its state */
+    snprintf(m->standbys[1].state, sizeof(m->standbys[1].state), "startup");
+    m->standbys[1].replay_lag_ms = -1;
     m = &r->members[1];
     snprintf(m->service, sizeof(m->service), "users");
     snprintf(m->name, sizeof(m->name), "users-eu-1");
@@ -527,4 +539,57 @@ Test(protocol, answer_primary_member_round_trip)
         "orders-us");
     json_decref(j);
     mrd_hb_answer_free(&a);
+}
+
+Test(protocol, standbys_round_trip_and_errors)
+{
+    mrd_hb_request r, d;
+    char err[256];
+    fill_request(&r);
+    json_t *j = mrd_hb_request_to_json(&r);
+    cr_assert_not_null(j);
+    json_t *sb = json_object_get(json_array_get(json_object_get(j, "members"), 0), "standbys");
+    cr_assert_eq(json_array_size(sb), 2);
+    /* unknowns travel as null, a member without standbys has no key */
+    cr_assert(json_is_null(json_object_get(json_array_get(sb, 1), "sent_position")));
+    cr_assert(json_is_null(json_object_get(json_array_get(sb, 1), "replay_lag_ms")));
+    cr_assert_null(json_object_get(json_array_get(json_object_get(j, "members"), 1), "standbys"));
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    cr_assert_eq(mrd_hb_request_parse(text, strlen(text), &d, err, sizeof(err)), 0, "%s", err);
+    free(text);
+    cr_assert_eq(d.members[0].nstandbys, 2);
+    cr_assert_str_eq(d.members[0].standbys[0].state, "streaming");
+    cr_assert_eq(d.members[0].standbys[0].flush_position, (int64_t)0x16B374D00LL);
+    cr_assert_eq(d.members[0].standbys[1].sent_position, 0);
+    cr_assert_eq(d.members[0].standbys[1].replay_lag_ms, -1);
+    cr_assert_eq(d.members[1].nstandbys, 0);
+    mrd_hb_request_free(&d);
+    mrd_hb_request_free(&r);
+
+    static const struct {
+        const char *standbys, *error;
+    } bad[] = {
+        {"{}", "members[0].standbys: must be an array"},
+        {"[{}]", "members[0].standbys[0].state: is required"},
+        {"[{\"state\":\"streaming\",\"replay_lag_ms\":-1}]",
+         "members[0].standbys[0].replay_lag_ms: must be a non-negative integer"},
+        {"[{\"state\":\"streaming\",\"sent_position\":\"0/1\"}]",
+         "members[0].standbys[0].sent_position: must be a non-negative integer"},
+        {"[{\"state\":\"s\"},{\"state\":\"s\"},{\"state\":\"s\"},{\"state\":\"s\"},"
+         "{\"state\":\"s\"},{\"state\":\"s\"},{\"state\":\"s\"},{\"state\":\"s\"},"
+         "{\"state\":\"s\"}]",
+         "members[0].standbys: at most 8 entries"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char msg[1024];
+        snprintf(msg, sizeof(msg),
+                 "{\"node\":\"n\",\"region\":\"eu\",\"seq\":1,\"members\":[{\"service\":"
+                 "\"s\",\"name\":\"m\",\"kind\":\"postgresql\",\"role\":\"primary\","
+                 "\"healthy\":true,\"standbys\":%s}]}",
+                 bad[i].standbys);
+        cr_assert_neq(mrd_hb_request_parse(msg, strlen(msg), &d, err, sizeof(err)), 0, "%s", msg);
+        cr_assert_str_eq(err, bad[i].error, "%s", msg);
+        mrd_hb_request_free(&d);
+    }
 }
