@@ -69,6 +69,7 @@ typedef struct {
     const char *conninfo, *query; /* postgresql */
     const char *url;              /* http */
     int expect_status;            /* http; 0: any 2xx */
+    const char *expect_body;      /* http: the body must contain it; NULL: any */
     const char *host;             /* tcp */
     int port;                     /* tcp */
     const char **argv;            /* exec */

@@ -83,6 +83,7 @@ static const mrd_cfg_field check_fields[] = {
     STR("query", 0),
     STR("url", 0),
     INT("expect_status", 0, 100, 599),
+    STR("expect_body", 0),
     STR("target", 0),
     ARGV("command", 0),
 };
@@ -262,6 +263,7 @@ static int load_check(mrd__check_cfg *c, const json_t *o, const char *path, int 
     c->conninfo = mrd_cfg_str(o, "conninfo", NULL);
     c->query = mrd_cfg_str(o, "query", "SELECT 1");
     c->expect_status = (int)mrd_cfg_int(o, "expect_status", 0);
+    c->expect_body = mrd_cfg_str(o, "expect_body", NULL);
     c->argv = argv_of(json_object_get(o, "command"), oom);
     const char *target = mrd_cfg_str(o, "target", NULL);
     c->url = mrd_cfg_str(o, "url", NULL);
@@ -273,6 +275,8 @@ static int load_check(mrd__check_cfg *c, const json_t *o, const char *path, int 
             return cfg_fail(err, errlen, "%s.conninfo: is required for postgresql", path);
         break;
     case MRD__CHECK_HTTP:
+        if (c->expect_body && (c->expect_body[0] == '\0' || strlen(c->expect_body) > 1024))
+            return cfg_fail(err, errlen, "%s.expect_body: must be 1 to 1024 bytes", path);
         if (probe)
             c->url = target;
         if (!url_ok(c->url))

@@ -4,7 +4,8 @@
  * when the timer fires again is not doubled. Kinds:
  *   postgresql  a query (default SELECT 1) on a persistent reconnecting
  *               connection (pg.h) whose query timeout is the check's timeout
- *   http        GET through the shared HTTP client; 2xx (or expect_status)
+ *   http        GET through the shared HTTP client; 2xx (or expect_status),
+ *               and the body contains expect_body when one is set
  *   tcp         uv_tcp_connect with a timer that abandons it at timeout
  *   exec        a child process (exec.c): exit 0 passes
  * A failing check takes its weight (critical or warning). Probes are tcp or
@@ -68,16 +69,29 @@ static void run_pg(mrd__check *c)
 
 /* ---- http ---- */
 
+/* Whether the len bytes at body (which may hold NULs) contain needle. */
+static int contains(const char *body, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; n <= len && i <= len - n; i++)
+        if (memcmp(body + i, needle, n) == 0)
+            return 1;
+    return 0;
+}
+
 static void on_http(const mrd_http_client_result *r, void *data)
 {
     mrd__check *c = data;
     int expect = c->cfg->expect_status;
+    int status_ok = expect ? r->status == expect : (r->status >= 200 && r->status < 300);
     if (r->error)
         finish(c, 0, "%s", r->error);
-    else if (expect ? r->status == expect : (r->status >= 200 && r->status < 300))
-        finish(c, 1, "HTTP %d", r->status);
-    else
+    else if (!status_ok)
         finish(c, 0, "HTTP %d", r->status);
+    else if (c->cfg->expect_body && !contains(r->body, r->body_len, c->cfg->expect_body))
+        finish(c, 0, "HTTP %d, body lacks \"%.64s\"", r->status, c->cfg->expect_body);
+    else
+        finish(c, 1, "HTTP %d", r->status);
 }
 
 static void run_http(mrd__check *c)

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "pg_control.h"
 #include "meridian/error.h"
 #include "meridian/log.h"
 #include "meridian/position.h"
@@ -355,6 +356,22 @@ static void run_sql(action *x, const char *const *sqls, size_t n, const char *pa
         action_end(x);
 }
 
+/* A member stopped by its fence: the shutdown checkpoint in its control
+ * file is past every commit it made, the exact catch-up barrier of a
+ * switchover (without it the controller falls back to the position of the
+ * last heartbeat, which may miss the last writes). */
+static void stop_fence_position(action *x)
+{
+    uint64_t pos = mrd_pg_control_final_position(x->m->cfg->data_dir);
+    if (pos > 0 && pos <= INT64_MAX) {
+        x->position = (int64_t)pos;
+        return;
+    }
+    mrd_log(MRD_LOG_WARN, "fence position unknown", MRD_S("member", x->m->cfg->name),
+            MRD_S("why", x->m->cfg->data_dir ? "the control file shows no clean shutdown"
+                                             : "no data_dir configured"));
+}
+
 static void on_exec_action(int status, int timed_out, const char *output, void *data)
 {
     action *x = data;
@@ -372,9 +389,11 @@ static void on_exec_action(int status, int timed_out, const char *output, void *
     if (output[0])
         mrd_log(MRD_LOG_INFO, "command output", MRD_S("action", x->what),
                 MRD_S("member", x->m->cfg->name), MRD_S("output", output));
-    if (strcmp(x->what, "fence") == 0)
+    if (strcmp(x->what, "fence") == 0) {
         x->m->fenced = 1;
-    else if (strcmp(x->what, "unfence") == 0)
+        if (is_pg(x->m) && x->m->cfg->fence_mode == MRD__FENCE_STOP)
+            stop_fence_position(x);
+    } else if (strcmp(x->what, "unfence") == 0)
         x->m->fenced = 0;
     action_end(x);
 }

@@ -50,6 +50,31 @@ def pss_kb(pid):
     return 0
 
 
+def uss_kb(pid):
+    """Unique set size: the pages only this process maps (private clean +
+    dirty): what stopping it would give back."""
+    total = 0
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total
+
+
+def libs_kb(pid, top=6):
+    """The largest shared-library mappings by RSS: [(kB, name)]."""
+    by = {}
+    name = None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and "-" in parts[0] and ":" in parts[3]:
+                name = os.path.basename(parts[5]) if len(parts) > 5 else "[anon]"
+            elif parts and parts[0] == "Rss:" and name and ".so" in name:
+                by[name] = by.get(name, 0) + int(parts[1])
+    return sorted(((v, k) for k, v in by.items()), reverse=True)[:top]
+
+
 def cpu_s(pid):
     with open("/proc/%d/stat" % pid) as f:
         rest = f.read().rsplit(")", 1)[1].split()
@@ -114,6 +139,8 @@ def main():
     hwm = status_kb(pid, "VmHWM")
     anon, files = status_kb(pid, "RssAnon"), status_kb(pid, "RssFile")
     pss = pss_kb(pid)
+    uss = uss_kb(pid)
+    libs = libs_kb(pid)
     seq1 = seen()
     role = pg.sql_value("SELECT role FROM meridian.members WHERE name = 'orders-a'",
                         dbname="meridian_bench_agent")
@@ -127,12 +154,15 @@ def main():
     print("     at the end: RssAnon %.1f MB (heap, stacks), RssFile %.1f MB (mapped program and "
           "shared libraries: libcurl, OpenSSL, libpq, libuv, jansson); PSS %.1f MB"
           % (anon / 1024.0, files / 1024.0, pss / 1024.0))
+    print("     USS %.1f MB (pages only the agent maps); largest libraries by RSS: %s"
+          % (uss / 1024.0, ", ".join("%s %.1f MB" % (n, k / 1024.0) for k, n in libs)))
     print("CPU: %.2f s in %.0f s = %.3f %% of one core = %.1f s per hour (clock tick %d Hz, "
           "so +-%.2f s per reading)" % (cpu, wall, 100.0 * cpu / wall, cpu / wall * 3600,
                                        os.sysconf("SC_CLK_TCK"), 1.0 / os.sysconf("SC_CLK_TCK")))
     print("RESULT rss_avg_kb=%d rss_max_kb=%d hwm_kb=%d anon_kb=%d file_kb=%d pss_kb=%d "
-          "cpu_pct=%.4f cpu_s_per_hour=%.1f" % (sum(rss) // len(rss), max(rss), hwm, anon, files,
-                                                pss, 100.0 * cpu / wall, cpu / wall * 3600))
+          "uss_kb=%d cpu_pct=%.4f cpu_s_per_hour=%.1f"
+          % (sum(rss) // len(rss), max(rss), hwm, anon, files, pss, uss, 100.0 * cpu / wall,
+             cpu / wall * 3600))
     sys.stdout.flush()
     h.cleanup_all()
 

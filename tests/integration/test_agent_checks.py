@@ -7,15 +7,18 @@ the agent reported, and it hands out the commands a test asks for).
   http_checks     status (2xx, expect_status), weight critical/warning and
                   the member's health, a server that stopped (refused), one
                   slower than the timeout, a body over the 64 KiB limit,
-                  recovery; output stays under MRD_PROTO_OUTPUT_MAX; a body
-                  substring is not a feature (its key is refused)
+                  recovery; output stays under MRD_PROTO_OUTPUT_MAX; an
+                  empty expect_body is refused by --check-config
+  http_body_substring  expect_body: passing only while the body contains it
   probes          http probes of two "regions" and one tcp probe: ok while
                   the targets answer, ok false with an error when one is
                   stopped or answers 503, ok again after recovery
   fence_stop      fence mode stop: a failing stop command gives a failed
                   result with its error and leaves PostgreSQL writable; the
-                  real stop command (pg_ctl stop) gives done, PostgreSQL is
-                  down and the member is reported fenced, not healthy; the
+                  real stop command (pg_ctl stop) gives done with the
+                  shutdown checkpoint as final position (past the last
+                  write), PostgreSQL is down and the member is reported
+                  fenced, not healthy; the
                   unfence command (pg_ctl start) makes it a writable primary
 Waits are bounded with room for a loaded machine; no timing is asserted.
 """
@@ -314,14 +317,35 @@ def http_checks():
     assert h.alive(), "agent died"
     assert h.stop() == 0
 
-    # a body substring is not a feature of the http check: its key is refused
+    # expect_body: an empty one is refused by the configuration check
     tmp = TempDir("agent-http-body")
-    bad = dict(h.cfg, checks=[dict(ck, name="web", url=e.web.url(), expect_body="ok")])
+    bad = dict(h.cfg, checks=[dict(ck, name="web", url=e.web.url(), expect_body="")])
     with open(tmp.join("bad.json"), "w") as f:
         json.dump(bad, f)
     r = run([program_path("meridian-agent"), "--config", tmp.join("bad.json"),
              "--check-config"], check=False)
     assert r.returncode == 1 and "expect_body" in r.stdout, r
+
+
+@test
+def http_body_substring():
+    """expect_body: the check passes only while the answer's body contains
+    it (also after a NUL byte), whatever the status says."""
+    e = env()
+    e.web.set("/ready", 200, b"status: \x00 ready\n")
+    ck = {"kind": "http", "interval_ms": 500, "timeout_ms": 500, "weight": "warning"}
+    b = start_agent(e, "b", "eu", {"checks": [
+        dict(ck, name="ready", url=e.web.url("/ready"), expect_body="ready"),
+        dict(ck, name="any", url=e.web.url("/ready")),
+    ]})
+    wait_check(e, "b", "ready", "passing", "body contains ready", "HTTP 200")
+    e.web.set("/ready", 200, b"status: starting\n")
+    c = wait_check(e, "b", "ready", "warning", "body lacks ready", "body lacks")
+    assert c["output"] == 'HTTP 200, body lacks "ready"', c
+    wait_check(e, "b", "any", "passing", "no body expectation")
+    e.web.set("/ready", 200, b"ready")
+    wait_check(e, "b", "ready", "passing", "ready again", "HTTP 200")
+    assert b.stop() == 0
 
 
 @test
@@ -427,11 +451,21 @@ def fence_stop():
          "unfence_command": pgctl + ["-l", pg.log_path, "-w", "start"]})]})
     wait_until(lambda: (m := member_of(e, "f2", "orders-f")) and m["role"] == "primary"
                and m["healthy"], WAIT, what="f2 reports a writable primary")
+    # the last write before the stop: the fence's final position (the
+    # shutdown checkpoint in the control file) must be past it
+    write_works(pg)
+    last = pg.current_lsn()
     e.ctl.command("f2", "stop-1", "orders", "orders-f", "fence", 1)
     res = e.ctl.result("stop-1", timeout=60)
     assert res["status"] == "done" and res["error"] is None, res
     assert pg_down(pg), "PostgreSQL must be stopped by the fence"
     assert not pg.running()
+    assert (res.get("position") or 0) >= last > 0, (res, last)
+    ctl_data = run(["runuser", "-u", "postgres", "--", PGBIN + "/pg_controldata", "-D", pg.data])
+    ckpt = [ln.split(":", 1)[1].strip() for ln in ctl_data.stdout.splitlines()
+            if ln.startswith("Latest checkpoint location:")]
+    hi, lo = ckpt[0].split("/")
+    assert res["position"] == (int(hi, 16) << 32) | int(lo, 16), (res, ckpt)
     m = wait_until(lambda: (m := member_of(e, "f2", "orders-f")) and m["fenced"]
                    and m["role"] == "unknown" and m and not m["healthy"] and m, WAIT,
                    what="f2 to report the stopped member fenced")
