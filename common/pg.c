@@ -302,6 +302,16 @@ static void pg_on_query_timeout(uv_timer_t *t)
     mrd_pg *pg = t->data;
     if (pg->state != PG_CONNECTED || pg->inflight == NULL)
         return;
+    /* The answer may already wait in the socket: a process that was stopped
+     * (SIGSTOP, a paused VM) wakes up with every timer late, and libuv runs
+     * timers before it polls sockets. Read first; time out only a query
+     * that still has no answer. */
+    pg_query *q = pg->inflight;
+    if (!pg->flushing && PQconsumeInput(pg->conn)) {
+        pg_read_results(pg);
+        if (pg->state != PG_CONNECTED || pg->inflight != q)
+            return;
+    }
     mrd_log(MRD_LOG_WARN, "store query timed out, resetting the connection",
             MRD_U("timeout_ms", pg->query_timeout_ms));
     pg_lost(pg, "query timeout", MRD_ETIMEOUT);

@@ -36,6 +36,7 @@
 #define WINDOW          200
 #define RETENTION_BATCH 1000
 #define RETENTION_EVERY 1000
+#define LEADER_EVERY    1000
 #define FOLLOWER_EVERY  1000
 #define WAITING_EVERY   100
 #define TIMER_MS        50
@@ -948,7 +949,13 @@ static void refresh(mrd_ctl *ctl, ckpt_state *st, uint64_t now, int leader)
     if (mrd__ckpt_state_query(ctl, "", text, WINDOW, refresh_done, ctl) == 0) {
         st->refresh_busy = 1;
         st->refresh_wanted = 0;
-        uint64_t period = leader ? ctl->cfg.tick_ms : FOLLOWER_EVERY;
+        /* the leader at least once a second (a mark's time comes from the
+         * members' reports, not from when the refresh ran; a document of
+         * every member of every service at each tick cost the store as
+         * much as the tick itself), faster while someone waits */
+        uint64_t period = leader
+                              ? (ctl->cfg.tick_ms > LEADER_EVERY ? ctl->cfg.tick_ms : LEADER_EVERY)
+                              : FOLLOWER_EVERY;
         if (st->waiters && period > WAITING_EVERY)
             period = WAITING_EVERY;
         st->next_refresh_ms = now + (period < 20 ? 20 : period);

@@ -138,7 +138,9 @@ typedef struct mrd_ctl {
     /* Leader tick (controller/tick.c). */
     int tick_running;
     uint64_t tick_next_ms;
-    int64_t synced_term; /* term in which regions/services were written */
+    uint64_t tick_started_ms; /* monotonic, of the snapshot query in flight */
+    uint64_t tick_query_ms;   /* how long the last snapshot query took */
+    int64_t synced_term;      /* term in which regions/services were written */
     int synced_busy;
     json_t *snapshot;      /* last store snapshot the leader read */
     uint64_t snapshot_ms;  /* store clock of it */
@@ -222,6 +224,8 @@ void mrd__tick_cron(mrd_ctl *ctl, uint64_t now);
 /* Builds the view of one service from the last snapshot. Returns 0, or
  * MRD_ENOTFOUND when the leader has no snapshot of it yet. */
 int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *now_ms);
+/* The API URL the node's agent last reported (leader's snapshot), or NULL. */
+const char *mrd__snapshot_node_url(mrd_ctl *ctl, const char *node);
 /* The service's row in the leader's last snapshot, or NULL. */
 json_t *mrd__snapshot_service(mrd_ctl *ctl, const char *name);
 /* Starts an operation (persisted, guarded). cb gets 0 and the new op id, or

@@ -151,6 +151,10 @@ static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
             in->rows_written);
     counter(&b, "meridian_store_flush_failures_total", "Heartbeat flushes that failed.",
             in->flush_failures);
+    gauge(&b, "meridian_tick_snapshot_seconds",
+          "How long the leader's last snapshot query took (ticks space out beyond "
+          "tick_ms when it exceeds a quarter of it).",
+          (double)ctl->tick_query_ms / 1000.0);
     gauge(&b, "meridian_loop_lag_max_seconds",
           "Longest the event loop kept the periodic timer waiting since start.",
           (double)ctl->loop_lag_max_ns / 1e9);

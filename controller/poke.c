@@ -32,15 +32,7 @@ void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands)
 {
     if (ctl->http_client == NULL || ctl->cfg.agent_token[0] == '\0' || ctl->snapshot == NULL)
         return;
-    size_t i;
-    json_t *n, *found = NULL;
-    json_array_foreach(json_object_get(ctl->snapshot, "nodes"), i, n)
-    {
-        const char *name = json_string_value(json_object_get(n, "name"));
-        if (name && strcmp(name, node) == 0)
-            found = n;
-    }
-    const char *url = json_string_value(json_object_get(found, "api_url"));
+    const char *url = mrd__snapshot_node_url(ctl, node);
     if (url == NULL || url[0] == '\0')
         return;
     uint64_t now = mrd__now_ms();

@@ -34,19 +34,16 @@ static const char *snapshot_sql =
     "   'epoch', s.epoch, 'maintenance', s.maintenance,"
     "   'last_failover_ms', (extract(epoch FROM s.last_failover_at) * 1000)::bigint)), '[]')"
     "   FROM meridian.services s),"
+    /* each member with what its node says: a warning check, its API URL */
     " 'members', (SELECT coalesce(json_agg(json_build_object('service', m.service,"
     "   'name', m.name, 'node', m.node, 'region', m.region, 'role', m.role,"
     "   'fenced', m.fenced, 'healthy', m.healthy, 'position', m.position,"
     "   'receive_position', m.receive_position, 'replay_position', m.replay_position,"
     "   'lag_bytes', m.lag_bytes, 'lag_ms', m.lag_ms, 'epoch_seen', m.epoch_seen,"
-    "   'last_seen_ms', (extract(epoch FROM m.last_seen) * 1000)::bigint)), '[]')"
-    "   FROM meridian.members m WHERE m.service IN (SELECT name FROM meridian.services)),"
-    " 'nodes', (SELECT coalesce(json_agg(json_build_object('name', n.name, 'region', n.region,"
-    "   'api_url', n.api_url, 'warning', EXISTS (SELECT 1 FROM jsonb_array_elements(n.checks) c"
-    "     WHERE c->>'status' = 'warning'),"
-    "   'last_seen_ms', (extract(epoch FROM n.last_seen) * 1000)::bigint)), '[]')"
-    "   FROM meridian.nodes n WHERE n.name IN (SELECT node FROM meridian.members"
-    "   WHERE service IN (SELECT name FROM meridian.services))),"
+    "   'last_seen_ms', (extract(epoch FROM m.last_seen) * 1000)::bigint,"
+    "   'api_url', n.api_url, 'warning', n.checks @> '[{\"status\": \"warning\"}]')), '[]')"
+    "   FROM meridian.members m LEFT JOIN meridian.nodes n ON n.name = m.node"
+    "   WHERE m.service IN (SELECT name FROM meridian.services)),"
     /* what each region's nodes last said of another region: when a node that
      * probed it ok, and one that probed it failing, last reported */
     " 'probes', (SELECT coalesce(json_agg(json_build_object('from', x.from_region,"
@@ -57,9 +54,7 @@ static const char *snapshot_sql =
     "    max((extract(epoch FROM n.last_seen) * 1000)::bigint)"
     "     FILTER (WHERE NOT (p->>'ok')::boolean) AS down_ms"
     "    FROM meridian.nodes n, jsonb_array_elements(n.probes) p"
-    "    WHERE n.name IN (SELECT node FROM meridian.members"
-    "     WHERE service IN (SELECT name FROM meridian.services))"
-    "    GROUP BY 1, 2) x),"
+    "    WHERE n.probes <> '[]' GROUP BY 1, 2) x),"
     " 'operations', (SELECT coalesce(json_agg(json_build_object('id', o.id, 'service', o.service,"
     "   'step', o.step, 'state', o.state)), '[]')"
     "   FROM meridian.operations o WHERE o.finished_at IS NULL),"
@@ -103,8 +98,9 @@ static json_t *find_by(json_t *array, const char *k1, const char *v1, const char
  * services; scanning them per service was quadratic (1,000 services with
  * 10,000 members took the whole core). snapshot_index() adds, once per
  * snapshot, "ix_services" (name -> row), "ix_members" (service -> name ->
- * row) and "ix_nodes" (name -> row). They hold references to the same rows
- * and go with the snapshot. */
+ * row) and "ix_nodes" (node name -> one of its member rows, which carry the
+ * node's api_url and warning). They hold references to the same rows and go
+ * with the snapshot. */
 
 static void snapshot_index(json_t *snap)
 {
@@ -121,9 +117,8 @@ static void snapshot_index(json_t *snap)
             json_object_set_new(members, jstr(e, "service"), by_name);
         }
         json_object_set(by_name, jstr(e, "name"), e);
+        json_object_set(nodes, jstr(e, "node"), e);
     }
-    json_array_foreach(json_object_get(snap, "nodes"), i, e)
-        json_object_set(nodes, jstr(e, "name"), e);
     json_object_set_new(snap, "ix_services", services);
     json_object_set_new(snap, "ix_members", members);
     json_object_set_new(snap, "ix_nodes", nodes);
@@ -132,6 +127,12 @@ static void snapshot_index(json_t *snap)
 static json_t *snap_member(json_t *snap, const char *service, const char *name)
 {
     return json_object_get(json_object_get(json_object_get(snap, "ix_members"), service), name);
+}
+
+const char *mrd__snapshot_node_url(mrd_ctl *ctl, const char *node)
+{
+    return json_string_value(json_object_get(
+        json_object_get(json_object_get(ctl->snapshot, "ix_nodes"), node), "api_url"));
 }
 
 json_t *mrd__snapshot_service(mrd_ctl *ctl, const char *name)
@@ -879,9 +880,20 @@ static void tick_parsed(json_t *snap, void *data)
     free(v);
 }
 
+/* The store's share of the leader's work stays bounded: when a snapshot
+ * takes longer than a quarter of tick_ms (a large fleet), the next one waits
+ * four times as long as this one took. Decisions get slower at that scale
+ * instead of the store saturating (and every heartbeat flush with it);
+ * events (command results, API requests) still tick at once. */
+#define TICK_STORE_SHARE 4
+
 static void tick_done(int err, PGresult *res, void *data)
 {
     mrd_ctl *ctl = data;
+    uint64_t now = mrd__now_ms();
+    ctl->tick_query_ms = now - ctl->tick_started_ms;
+    if (ctl->tick_query_ms * TICK_STORE_SHARE > ctl->cfg.tick_ms)
+        ctl->tick_next_ms = ctl->tick_started_ms + ctl->tick_query_ms * TICK_STORE_SHARE;
     if (err != 0 || PQntuples(res) != 1 ||
         mrd_json_parse_async(ctl->loop, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0),
                              snapshot_index, tick_parsed, ctl) != 0)
@@ -900,6 +912,7 @@ void mrd__tick_cron(mrd_ctl *ctl, uint64_t now)
     if (mrd_pg_query(ctl->pg, snapshot_sql, 0, NULL, tick_done, ctl) == 0) {
         ctl->tick_running = 1;
         ctl->tick_wanted = 0;
+        ctl->tick_started_ms = now;
         ctl->tick_next_ms = now + ctl->cfg.tick_ms;
     }
 }

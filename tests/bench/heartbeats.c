@@ -502,7 +502,8 @@ static void usage(void)
                     "  --seconds       measured seconds (default 20), after --warmup (default 3)\n"
                     "  --clients       http clients (libcurl multi handles) the agents are spread\n"
                     "                  over (default: one per 250 agents)\n"
-                    "  --connections   cap on each client's connections (default 0: libcurl's)\n"
+                    "  --connections   cap on each client's connections, kept open (default:\n"
+                    "                  agents per client, one per agent like a fleet)\n"
                     "  --idle-conns    extra idle TCP connections held open to the controller,\n"
                     "                  like a fleet's keep-alive sockets (default 0)\n"
                     "  --store         libpq conninfo of the store: rows written, freshness\n"
@@ -639,11 +640,16 @@ int main(int argc, char **argv)
 
     b->loop = uv_default_loop();
     b->nclients = o->clients ? o->clients : (o->agents + AGENTS_PER_CLIENT - 1) / AGENTS_PER_CLIENT;
+    /* Default: as many connections as agents per client, kept open, as a
+     * fleet keeps one per agent (libcurl's own default cache is a few per
+     * transfer in flight: it would close and reopen connections all the
+     * time, which no agent does). */
+    if (b->o.connections == 0)
+        b->o.connections = (o->agents + b->nclients - 1) / b->nclients;
     b->clients = calloc((size_t)b->nclients, sizeof(*b->clients));
     for (long i = 0; b->clients && i < b->nclients; i++) {
         if (mrd_http_client_init(&b->clients[i], b->loop) != 0 ||
-            (o->connections > 0 &&
-             mrd_http_client_set_max_connections(b->clients[i], o->connections) != 0)) {
+            mrd_http_client_set_max_connections(b->clients[i], o->connections) != 0) {
             fprintf(stderr, "bench_heartbeats: http client init failed\n");
             return 1;
         }

@@ -132,9 +132,14 @@ def cluster():
             "  1500, now() - interval '1 hour')"
             " ON CONFLICT DO NOTHING", (SERVICE, SERVICE))
     conn.close()
-    # writes need the leader's view (first tick after the sync)
-    wait_until(lambda: leader.get("/v1/services/%s/plan" % SERVICE)[0] == 200, 30,
-               what="leader has a view")
+    # writes need the leader's view, one from after the rows went in (the
+    # first tick after the sync may have read the store before them)
+    def view_has_rows():
+        code, plan = leader.get("/v1/services/%s/plan" % SERVICE)
+        return code == 200 and any(c.get("node") == "db-us-1" and
+                                   c.get("replay_position") == 37433936
+                                   for c in plan.get("candidates", []))
+    wait_until(view_has_rows, 30, what="leader's view with the inserted member rows")
     # and the follower must know the leader to redirect
     wait_until(lambda: (follower.status().get("leader") or {}).get("name") == leader.name, 30,
                what="follower knows the leader")
