@@ -10,6 +10,7 @@
  * SIGTERM/SIGINT: release the lease if held, finish in-flight requests,
  * close everything and exit 0.
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,11 @@ static int run(mrd_ctl *ctl)
 int main(int argc, char **argv)
 {
     int migrate_only = 0, check_only = 0;
+    /* The thread pool parses and frees the leader's large documents; with
+     * glibc's default of one arena per thread each kept its own high-water
+     * mark (RSS tripled with 1,000 services). Two arenas: the loop's and
+     * one shared by the workers. */
+    mallopt(M_ARENA_MAX, 2);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {
             printf("meridian-controller %s\n", MERIDIAN_VERSION);
