@@ -29,96 +29,15 @@ import time
 
 import psycopg2
 
+from fake_controller import FakeController
 from meridian_harness import (PGBIN, Agent, PgCluster, TempDir, fixture, free_port, program_path,
                               require_env, run, run_all, test, wait_until)
 
 WAIT = 20  # seconds: generous on a loaded 2-core machine
 
 
-# ---------------------------------------------------------------- fake controller
-
-
-class FakeController:
-    """Answers heartbeats like a controller (see test_agent_pg.py): records
-    every beat, hands out pending commands until their result comes back."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.beats = {}     # node -> last request
-        self.results = {}   # command id -> result
-        self.pending = {}   # node -> list of commands
-        self.services = {}  # service -> {epoch, ...}
-        self.token = None
-        self.port = free_port()
-        ctl = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                if self.path != "/v1/agent/heartbeat":
-                    return self.reply(404, {"error": {"code": "not_found", "message": "x"}})
-                if self.headers.get("Authorization") != "Bearer " + str(ctl.token):
-                    return self.reply(401, {"error": {"code": "unauthorized", "message": "x"}})
-                n = int(self.headers.get("Content-Length", "0"))
-                self.reply(200, ctl.answer(json.loads(self.rfile.read(n))))
-
-            def reply(self, status, obj):
-                body = json.dumps(obj).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def answer(self, req):
-        node = req["node"]
-        with self.lock:
-            self.beats[node] = req
-            ack = []
-            for res in req.get("results", []):
-                self.results.setdefault(res["id"], res)
-                ack.append(res["id"])
-                self.pending[node] = [c for c in self.pending.get(node, [])
-                                      if c["id"] != res["id"]]
-            services = {m["service"]: self.services[m["service"]]
-                        for m in req.get("members", []) if m["service"] in self.services}
-            return {"recorded": True, "heartbeat_ms": 200, "services": services,
-                    "commands": list(self.pending.get(node, [])), "ack": ack}
-
-    def command(self, node, cid, service, member, kind, epoch):
-        with self.lock:
-            self.pending.setdefault(node, []).append(
-                {"id": cid, "service": service, "member": member, "kind": kind,
-                 "epoch": epoch, "args": {}})
-
-    def result(self, cid, timeout=WAIT):
-        def get():
-            with self.lock:
-                return self.results.get(cid)
-        return wait_until(get, timeout, what="result of command %s" % cid)
-
-    def last_beat(self, node):
-        with self.lock:
-            return self.beats.get(node)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # ---------------------------------------------------------------- target servers
+# (the fake controller is fake_controller.py, shared with test_agent_pg.py)
 
 
 class Target:
