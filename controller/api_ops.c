@@ -628,12 +628,18 @@ static void h_start(mrd_http_request *req, mrd_http_response *res, mrd_ctl *ctl,
         snprintf(q->key, sizeof(q->key), "%s", key);
     json_decref(body);
     /* A retry with the key gets the operation it started, whatever the
-     * topology became since (running: a conflict; done: already primary). */
+     * topology became since (running: a conflict; done: already primary).
+     * A key expires 24 hours after its operation finished (as payment APIs
+     * do): the statement frees it, and the request starts a new operation. */
     if (q->key[0]) {
         const char *params[2] = {q->key, q->service};
         if (mrd_pg_query(ctl->pg,
-                         "SELECT id FROM meridian.operations"
-                         " WHERE idempotency_key = $1 AND service = $2",
+                         "WITH x AS (UPDATE meridian.operations SET idempotency_key = NULL"
+                         "  WHERE idempotency_key = $1 AND service = $2"
+                         "  AND finished_at < now() - interval '24 hours' RETURNING id)"
+                         " SELECT id FROM meridian.operations"
+                         " WHERE idempotency_key = $1 AND service = $2"
+                         " AND id NOT IN (SELECT id FROM x)",
                          2, params, idem_done, q) != 0) {
             mrd_http_respond_error(res, 503, "store_unavailable", "store is not reachable");
             free(q);

@@ -18,7 +18,8 @@ a JSON body {"error": {"code", "message"}}, and starts nothing.
   running_operation_and_idempotency
       with replay paused on us, a switchover holds in catchup: a second
       request gets 409; the same Idempotency-Key gets 202 with the same
-      operation id, while it runs and after it is done.
+      operation id, while it runs and after it is done; 24 hours after it
+      finished (finished_at moved back in the store) the key starts a new one.
   events_paging
       GET /v1/events with limit and after= pages through the log without
       gap or overlap; bad after/limit are 400.
@@ -28,6 +29,8 @@ import http.client
 import json
 import socket
 import time
+
+import psycopg2
 
 import meridian_harness as h
 from mrd_deploy import Deployment
@@ -255,6 +258,23 @@ def running_operation_and_idempotency():
     code, body = d.any_controller().get("/v1/operations?service=orders")
     assert [str(o["id"]) for o in body["operations"]] == [str(op_id)], body
     assert not d.lost_writes("us")
+    # 24 hours after its operation finished, the key is free again: the same
+    # request starts a new operation
+    op = d.wait_op(op_id, 60, until=("done", "aborted", "failed"))
+    assert op["step"] == "done", op
+    conn = psycopg2.connect(d.store)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("UPDATE meridian.operations SET finished_at = now() - interval '25 hours'"
+                    " WHERE id = %s", (int(op_id),))
+    conn.close()
+    deadline = time.monotonic() + 10
+    while True:
+        st, _, js = req(ld, "POST", SW, {"to": "ap", "reason": "e2e api test"}, headers=key)
+        if st != 422 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert st == 202 and str(js["operation"]) != str(op_id), (st, js)
 
 
 @test
