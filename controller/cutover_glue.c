@@ -143,6 +143,15 @@ int mrd__cut_call_end(mrd__cut_call *c)
     return ignore;
 }
 
+int mrd__cut_call_take(void *data, mrd__cut_call *out)
+{
+    mrd__cut_call *c = data;
+    int ignore = mrd__cut_call_end(c);
+    *out = *c;
+    free(c);
+    return ignore;
+}
+
 /* ---- reporting ---------------------------------------------------------- */
 
 static void report_done(int err, PGresult *res, void *data)
@@ -196,19 +205,15 @@ static uint64_t step_input(const mrd__cut_driver *d, const mrd_op *op)
 
 void mrd__cut_apply_done(const mrd_cutover_result *res, void *data)
 {
-    mrd__cut_call *c = data;
-    struct mrd__cutover *cut = c->cut;
-    mrd__cut_driver *d = c->d;
-    mrd__cut_want w = c->want;
-    size_t index = c->index;
-    if (mrd__cut_call_end(c)) {
-        free(c);
+    mrd__cut_call c;
+    if (mrd__cut_call_take(data, &c))
         return;
-    }
-    free(c);
+    struct mrd__cutover *cut = c.cut;
+    mrd__cut_driver *d = c.d;
+    mrd__cut_want w = c.want;
     mrd_ctl *ctl = cut->ctl;
-    mrd__service *s = &ctl->services[index];
-    mrd__cut_service *cs = &cut->svc[index];
+    mrd__service *s = &ctl->services[c.index];
+    mrd__cut_service *cs = &cut->svc[c.index];
     uint64_t now = mrd__now_ms();
     char detail[400];
     d->busy = 0;
@@ -320,15 +325,12 @@ void mrd__cut_pump(struct mrd__cutover *cut, size_t index, mrd__cut_driver *d, u
 
 static void hooks_done(const mrd_cutover_result *res, void *data)
 {
-    mrd__cut_call *c = data;
-    struct mrd__cutover *cut = c->cut;
-    size_t index = c->index;
-    uint64_t epoch = c->want.epoch;
-    if (mrd__cut_call_end(c)) {
-        free(c);
+    mrd__cut_call c;
+    if (mrd__cut_call_take(data, &c))
         return;
-    }
-    free(c);
+    struct mrd__cutover *cut = c.cut;
+    size_t index = c.index;
+    uint64_t epoch = c.want.epoch;
     mrd_ctl *ctl = cut->ctl;
     mrd__service *s = &ctl->services[index];
     mrd__cut_hooks *h = &cut->svc[index].hooks;

@@ -116,6 +116,10 @@ int mrd__cut_stale(const struct mrd__cutover *cut);
 /* Releases a call; returns 1 when its result must be ignored (closed,
  * reloaded, or from an earlier leadership). */
 int mrd__cut_call_end(mrd__cut_call *c);
+/* For a callback: ends and frees the call passed as data, leaving a copy of
+ * its fields (etcd_body NULL) in *out. Returns 1 when the result must be
+ * ignored (as mrd__cut_call_end); out->cut may then be freed already. */
+int mrd__cut_call_take(void *data, mrd__cut_call *out);
 /* Backoff after a failure: base 200 ms, doubling, capped at 5 s, jittered. */
 uint64_t mrd__cut_backoff(uint32_t failures);
 int64_t mrd__cut_unix_ms(void);

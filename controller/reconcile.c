@@ -52,19 +52,15 @@ static json_t *observed_json(const mrd_cutover_result *res)
 
 static void read_done(const mrd_cutover_result *res, void *data)
 {
-    mrd__cut_call *c = data;
-    struct mrd__cutover *cut = c->cut;
-    mrd__cut_driver *d = c->d;
-    mrd__cut_want w = c->want;
-    size_t index = c->index;
-    if (mrd__cut_call_end(c)) {
-        free(c);
+    mrd__cut_call c;
+    if (mrd__cut_call_take(data, &c))
         return;
-    }
-    free(c);
+    struct mrd__cutover *cut = c.cut;
+    mrd__cut_driver *d = c.d;
+    mrd__cut_want w = c.want;
     mrd_ctl *ctl = cut->ctl;
-    mrd__service *s = &ctl->services[index];
-    mrd__cut_service *cs = &cut->svc[index];
+    mrd__service *s = &ctl->services[c.index];
+    mrd__cut_service *cs = &cut->svc[c.index];
     uint64_t now = mrd__now_ms();
     d->busy = 0;
     if (res->status == MRD_ECLOSED)
@@ -136,7 +132,7 @@ static void read_done(const mrd_cutover_result *res, void *data)
     d->next_ms = 0;
     if (d->refused_epoch == w.epoch)
         d->refused_epoch = 0;
-    mrd__cut_pump(cut, index, d, now);
+    mrd__cut_pump(cut, c.index, d, now);
 }
 
 void mrd__reconcile_service(struct mrd__cutover *cut, size_t index, uint64_t now)
