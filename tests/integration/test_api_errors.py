@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """The operator API's error paths against a real three-region deployment
 (tests/integration/mrd_deploy.py): every refusal has the right status and
 a JSON body {"error": {"code", "message"}}, and starts nothing.

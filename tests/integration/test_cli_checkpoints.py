@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """meridianctl's checkpoint, recovery and status RPO against a whole
 deployment (tests/integration/mrd_deploy.py: eu primary, us and ap
 streaming replicas, an agent per node, three controllers, service "orders").

@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """Cutover targets end to end: three regions on loopback (mrd_deploy.py)
 with the real PowerDNS and etcd of tests/run.sh and a webhook receiver in
 this process. Each test uses its own PowerDNS zone and etcd prefix.

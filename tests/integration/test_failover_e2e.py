@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """End to end, three regions on loopback (tests/integration/mrd_deploy.py):
 
   switchover      eu -> us under a writer that commits every 20 ms: the

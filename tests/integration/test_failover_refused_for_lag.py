@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """End to end (tests/integration/mrd_deploy.py): the RPO bound stops an
 automatic failover, and an operator can still force one.
 

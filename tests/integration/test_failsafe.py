@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """Failsafe and self-fencing with the real controllers (DESIGN.md, fencing
 and failsafe), three regions on loopback with their own store:
 

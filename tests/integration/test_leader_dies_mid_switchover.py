@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """End to end (tests/integration/mrd_deploy.py): the leader controller dies
 in the middle of a switchover, and a new leader finishes the same operation.
 

@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """End to end (tests/integration/mrd_deploy.py): maintenance mode suspends
 automatic decisions, not manual ones.
 

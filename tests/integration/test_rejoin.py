@@ -1,3 +1,4 @@
+# meridian-test: e2e
 """End to end (tests/integration/mrd_deploy.py with rejoin=True): the old
 primary rejoins as a replica of the new one through deploy/hooks/pg-rejoin
 (run by its agent for the operation's rejoin command: pg_rewind, standby
