@@ -2,7 +2,7 @@
  * meridian-agent: one per node. Reports health and replication state of the
  * node's members to a controller every heartbeat, executes the controller's
  * commands at most once and never below the highest epoch seen, grants and
- * holds peer leases, and fences a primary that is isolated (DESIGN.md).
+ * holds peer leases, and fences a primary that is isolated (docs/design.md).
  *
  *   meridian-agent --config /etc/meridian/agent.json
  *   meridian-agent --config FILE --check-config    validate and exit

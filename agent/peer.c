@@ -1,5 +1,5 @@
 /*
- * Peer leases over HTTP (DESIGN.md, failsafe; rules in lease.c).
+ * Peer leases over HTTP (docs/design.md, peer leases; rules in lease.c).
  *
  * Server: POST /v1/peer/lease on the agent's listen address, bearer tokens
  * of role agent (peer_tokens). The agent grants or refuses a lease for the

@@ -14,7 +14,7 @@
  *   (ctl->pg_ingest), so it never queues behind the leader's snapshots.
  * - A heartbeat from a node that hosts a primary member waits for the flush
  *   holding it and is answered "recorded": true once it committed (that is
- *   what keeps a primary writable, DESIGN.md); every other heartbeat, and
+ *   what keeps a primary writable, docs/design.md); every other heartbeat, and
  *   every heartbeat while the store is unreachable, is answered at once.
  * - The answer (epochs, primaries, pending commands) comes from a cache
  *   refreshed from the store every tick, so followers serve agents as well

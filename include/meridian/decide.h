@@ -60,7 +60,7 @@ typedef struct {
     uint32_t rejoin_timeout_ms;             /* op completes with rejoin pending after */
 } mrd_policy;
 
-/* Fills *p with a shipped profile: "default" or "fast" (DESIGN.md). NULL
+/* Fills *p with a shipped profile: "default" or "fast" (docs/design.md). NULL
  * name means "default". Returns 0, or MRD_EINVAL for another name (then *p
  * holds the "default" profile). */
 int mrd_policy_defaults(mrd_policy *p, const char *profile);

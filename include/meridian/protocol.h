@@ -1,6 +1,6 @@
 /*
  * The agent protocol: heartbeats between meridian-agent and any controller,
- * and the peer leases agents grant each other (DESIGN.md, failsafe).
+ * and the peer leases agents grant each other (docs/design.md, peer leases).
  * Pure encode/decode with jansson into C structs; both directions of both
  * messages are here, so the agent and the controller share one definition.
  *
@@ -55,8 +55,8 @@
  * A lease is a duration, not a wall-clock instant, so that no two clocks need
  * to agree: the granter keeps its promise until its own monotonic time of
  * receipt + ttl_ms; the requester counts it valid until its own monotonic time
- * of sending + ttl_ms, which is never later. (DESIGN.md writes "until_ms";
- * this is the clock-safe form of the same promise.) "epoch" in the answer is
+ * of sending + ttl_ms, which is never later (an instant such as "until_ms"
+ * would need the clocks to agree). "epoch" in the answer is
  * the highest epoch the granter has seen for the service.
  *
  * Decoding is strict: every known field is type- and bound-checked, strings

@@ -25,8 +25,9 @@ targets, and the operation's step durations (where the time goes).
   /usr/bin/python3 tests/bench/failover.py [--runs N] [--profile P|all]
       [--scenario kill|switchover|all] [--build DIR] [--keep]
   /usr/bin/python3 tests/bench/failover.py --probe [--profile P|all]
-      [--scenario ...]   one trial per scenario measured by
-                         /work/shared/tools/failover_probe.py, then its table
+      [--scenario ...]   one trial per scenario measured by the external
+                         failover probe script named by the environment
+                         variable MERIDIAN_FAILOVER_PROBE, then its table
 
 Uses MERIDIAN_BUILD_DIR (default <source>/build) and MERIDIAN_TEST_TMP
 (default: a new dir under /tmp, removed at the end). Needs root (PostgreSQL
@@ -51,9 +52,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import meridian_harness as h  # noqa: E402
 
-PROBE = os.environ.get("MERIDIAN_FAILOVER_PROBE",
-                       os.path.join(HERE, "..", "..", "..", "..", "shared", "tools",
-                                    "failover_probe.py"))
+PROBE = os.environ.get("MERIDIAN_FAILOVER_PROBE", "")  # --probe only; no default
 TARGETS = {  # (profile, scenario, metric) -> bound on the median, seconds
     ("default", "kill", "first_write_s"): 6.0,
     ("fast", "kill", "first_write_s"): 2.5,
@@ -444,6 +443,10 @@ def main():
     ap.add_argument("--api-switchover", metavar="URLS", help=argparse.SUPPRESS)
     ap.add_argument("--to", default="us", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe and not PROBE:
+        ap.error("--probe needs MERIDIAN_FAILOVER_PROBE, the path of the failover probe script")
+    if args.probe and not os.path.isfile(PROBE):
+        ap.error("--probe: no such file: %s (MERIDIAN_FAILOVER_PROBE)" % PROBE)
 
     if args.api_switchover:  # the action the probe runs while meridianctl is missing
         h.setup_standalone(args.build)

@@ -1,5 +1,5 @@
 # meridian-test: e2e
-"""Failsafe and self-fencing with the real controllers (DESIGN.md, fencing
+"""Failsafe and self-fencing with the real controllers (docs/design.md, fencing
 and failsafe), three regions on loopback with their own store:
 
   store_outage_keeps_writes   the store stops: controllers answer
