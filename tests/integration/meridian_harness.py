@@ -182,10 +182,13 @@ def _release_since(mark):
             if len(_state.resources) <= mark:
                 break
             obj = _state.resources.pop()
+        t0 = time.monotonic()
         try:
             found = obj._cleanup() or []
         except Exception as e:  # cleanup must go on
             found = ["cleanup of %r failed: %s" % (obj, e)]
+        if time.monotonic() - t0 > 3:
+            log("cleanup of %r took %.1f s" % (obj, time.monotonic() - t0))
         if found:
             _state.failed = True  # keeps temp dirs for the post-mortem
         problems.extend(found)

@@ -391,6 +391,20 @@ class Deployment:
         s.start()
         return s
 
+    def log_timeline(self, sampler, t0):
+        """Logs who accepted writes when (seconds after wall-clock t0), the
+        sampler's counts and the latest operations with their steps."""
+        for region, a, b in sampler.writable_timeline():
+            h.log("  accepted on %s from %+.2f s to %+.2f s" % (region, a - t0, b - t0))
+        h.log("  samples: %s" % sampler.summary())
+        for op in self.operations()[:5]:
+            op = self.operation(op["id"])
+            h.log("  operation %s %s %s->%s step %s why %r lost_bytes %s entered %s"
+                  % (op.get("id"), op.get("kind"), op.get("from_region"), op.get("to_region"),
+                     op.get("step"), op.get("why"), op.get("lost_bytes"),
+                     {k: "%+.2f" % (v / 1000.0 - t0)
+                      for k, v in (op.get("step_entered_ms") or {}).items()}))
+
     def check_switchover(self, new_region, writes=None):
         """After a switchover: no acknowledged writer write missing on the
         new primary. Returns the number of writes checked."""
@@ -564,6 +578,18 @@ class Sampler:
         # seq is per thread: rows of one member are told apart by seq alone
         return [x for x in self.of(region, "ok", since=since) if x[6] not in seqs]
 
+    def runs(self, region, since=None, until=None):
+        """[(outcome, first t_send, last t_ack, count)]: region's samples
+        in [since, until) folded into runs of one outcome (how often a
+        member went from accepting to refusing and back)."""
+        out = []
+        for x in self.of(region, since=since, until=until):
+            if out and out[-1][0] == x[4]:
+                out[-1][2], out[-1][3] = x[3], out[-1][3] + 1
+            else:
+                out.append([x[4], x[1], x[3], 1])
+        return [tuple(r) for r in out]
+
     def summary(self):
         counts = {}
         for s in list(self.samples):
@@ -577,3 +603,28 @@ class Sampler:
         assert not bad, ("two members accepted writes at overlapping moments (%d pairs), "
                          "first: %s; timeline: %s"
                          % (len(bad), bad[0], self.writable_timeline()[:20]))
+
+
+# The agents' postgresql check and tcp probes every 500 ms in the namespace
+# tests (fast: 125 ms). At 125 ms, two probes and a check reconnecting after
+# each timeout make every postmaster fork more than 16 backends a second; on
+# a loaded 2-core machine the postmaster falls behind its accept queue and
+# the checks never connect. Those tests are about the network.
+NETNS_CHECK_INTERVAL_MS = 500
+
+
+def start_netns(**kw):
+    """A fast-profile Deployment in namespaces, ready, with a Sampler and the
+    writer running on eu. Returns (deployment, sampler)."""
+    d = Deployment(profile="fast", netns=True, check_interval_ms=NETNS_CHECK_INTERVAL_MS, **kw)
+    try:
+        d.wait_ready()
+    except h.WaitTimeout:
+        h.log("members: %s" % {r: (m["role"], m["healthy"], m["age_ms"])
+                               for r, m in d.members().items()})
+        raise
+    s = d.sampler_start()
+    d.writer_start()
+    h.wait_until(lambda: len(d.writes) >= 20 and s.of("eu", "ok"), 30,
+                 what="the writer and the sampler writing on eu")
+    return d, s

@@ -25,48 +25,14 @@ Without root or iproute2/iptables these tests FAIL (netns.require()).
 import time
 
 import meridian_harness as h
-from mrd_deploy import Deployment
+from mrd_deploy import start_netns
 
 test = h.test
-
-# The agents' postgresql check and tcp probes every 500 ms (fast: 125 ms).
-# At 125 ms, two probes and a check reconnecting after each timeout make
-# every postmaster fork more than 16 backends a second; on a loaded 2-core
-# machine the postmaster falls behind its accept queue and the checks never
-# connect. These tests are about the network, not about check latency.
-CHECK_INTERVAL_MS = 500
-
-
-def start(**kw):
-    d = Deployment(profile="fast", netns=True, check_interval_ms=CHECK_INTERVAL_MS, **kw)
-    try:
-        d.wait_ready()
-    except h.WaitTimeout:
-        h.log("members: %s" % {r: (m["role"], m["healthy"], m["age_ms"])
-                               for r, m in d.members().items()})
-        raise
-    s = d.sampler_start()
-    d.writer_start()
-    h.wait_until(lambda: len(d.writes) >= 20 and s.of("eu", "ok"), 30,
-                 what="the writer and the sampler writing on eu")
-    return d, s
-
-
-def timeline(d, s, t0):
-    """Log lines: who accepted writes when (seconds after t0 wall clock)."""
-    for region, a, b in s.writable_timeline():
-        h.log("  accepted on %s from %+.2f s to %+.2f s" % (region, a - t0, b - t0))
-    h.log("  samples: %s" % s.summary())
-    for op in d.operations()[:5]:
-        h.log("  operation %s %s %s->%s step %s why %r lost_bytes %s entered %s"
-              % (op.get("id"), op.get("kind"), op.get("from_region"), op.get("to_region"),
-                 op.get("step"), op.get("why"), op.get("lost_bytes"),
-                 op.get("step_entered_ms")))
 
 
 @test
 def primary_region_isolated():
-    d, s = start()
+    d, s = start_netns()
     eu_port = d.pg["eu"].port
     epoch0 = d.service()["epoch"]
     t0, m0 = time.time(), time.monotonic()
@@ -90,7 +56,7 @@ def primary_region_isolated():
     time.sleep(3)
     d.writer_stop()
     s.stop()
-    timeline(d, s, t0)
+    d.log_timeline(s, t0)
     svc = d.service()
     assert svc["primary_region"] == "us", "us has the higher priority: %s" % svc
     assert svc["epoch"] > epoch0, svc
@@ -118,7 +84,7 @@ def primary_region_isolated():
 
 @test
 def controllers_cut_from_primary():
-    d, s = start()
+    d, s = start_netns()
     epoch0 = d.service()["epoch"]
     ops0 = len(d.operations())
     t0 = time.time()
@@ -139,7 +105,7 @@ def controllers_cut_from_primary():
     time.sleep(1)
     d.writer_stop()
     s.stop()
-    timeline(d, s, t0)
+    d.log_timeline(s, t0)
     assert ms["eu"]["age_ms"] > 5000, "eu's agent still reached a controller: %s" % ms
     svc = d.service()
     assert svc["primary_region"] == "eu" and svc["epoch"] == epoch0, (
