@@ -14,10 +14,12 @@ What it gives a test file:
     interpreter dies without cleaning up (e.g. ctest's timeout SIGKILL).
   - wait_until() bounded waits, free_port(), TempDir under MERIDIAN_TEST_TMP.
   - PgCluster: a throw-away PostgreSQL 15 (run as user postgres) with
-    streaming replicas, replay pause, WAL receiver cut, promote, kill -9.
+    streaming replicas, replay pause, WAL receiver cut, promote, kill -9;
+    on 127.0.0.1, or (host=, netns=) on an address inside a network
+    namespace of netns.py, its server and tools run there.
   - Proc: a started program with its log file; stop/kill9/sigstop/sigcont.
   - Controller / Agent: write a JSON config and run meridian-controller /
-    meridian-agent from MERIDIAN_BUILD_DIR.
+    meridian-agent from MERIDIAN_BUILD_DIR (host=, netns= as for PgCluster).
   - http_json(): JSON over HTTP with a bearer token (urllib, no proxies).
   - LeaderChecker: samples the lease row and every controller's /v1/status
     in background threads and reports any moment where leadership was held
