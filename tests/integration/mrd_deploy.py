@@ -53,14 +53,14 @@ class Deployment:
         self.host = {r: self.net.addr(r) if self.net else "127.0.0.1"
                      for r, _ in REGIONS + [("store", 0)]}
         route = route or (lambda frm, to, kind, host, port: (host, port))
-        # interval and timeout of the agents' postgresql check and tcp
-        # probes (default: half a heartbeat, at least 100 ms)
-        every = check_interval_ms or max(100, self.heartbeat_ms // 2)
         self.profile = profile
         fast = profile == "fast"
         self.heartbeat_ms = heartbeat_ms or (250 if fast else 1000)
         self.lease_ttl_ms = lease_ttl_ms or (2000 if fast else 5000)
         self.isolation_ms = 1500 if fast else 4000
+        # interval and timeout of the agents' postgresql check and tcp
+        # probes (default: half a heartbeat, at least 100 ms)
+        every = check_interval_ms or max(100, self.heartbeat_ms // 2)
         self.policy = dict(policy or {})
         self.policy.setdefault("heartbeat_ms", self.heartbeat_ms)
         self.policy.setdefault("rejoin_timeout_ms", 5000)
