@@ -14,10 +14,12 @@ What it gives a test file:
     interpreter dies without cleaning up (e.g. ctest's timeout SIGKILL).
   - wait_until() bounded waits, free_port(), TempDir under MERIDIAN_TEST_TMP.
   - PgCluster: a throw-away PostgreSQL 15 (run as user postgres) with
-    streaming replicas, replay pause, WAL receiver cut, promote, kill -9.
+    streaming replicas, replay pause, WAL receiver cut, promote, kill -9;
+    on 127.0.0.1, or (host=, netns=) on an address inside a network
+    namespace of netns.py, its server and tools run there.
   - Proc: a started program with its log file; stop/kill9/sigstop/sigcont.
   - Controller / Agent: write a JSON config and run meridian-controller /
-    meridian-agent from MERIDIAN_BUILD_DIR.
+    meridian-agent from MERIDIAN_BUILD_DIR (host=, netns= as for PgCluster).
   - http_json(): JSON over HTTP with a bearer token (urllib, no proxies).
   - LeaderChecker: samples the lease row and every controller's /v1/status
     in background threads and reports any moment where leadership was held
@@ -182,10 +184,13 @@ def _release_since(mark):
             if len(_state.resources) <= mark:
                 break
             obj = _state.resources.pop()
+        t0 = time.monotonic()
         try:
             found = obj._cleanup() or []
         except Exception as e:  # cleanup must go on
             found = ["cleanup of %r failed: %s" % (obj, e)]
+        if time.monotonic() - t0 > 3:
+            log("cleanup of %r took %.1f s" % (obj, time.monotonic() - t0))
         if found:
             _state.failed = True  # keeps temp dirs for the post-mortem
         problems.extend(found)
@@ -258,6 +263,9 @@ for d in state.get("pg", []):
     subprocess.call(["runuser", "-u", "postgres", "--", pgbin + "/pg_ctl", "-D", d,
                      "-m", "immediate", "-w", "-t", "20", "stop"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+for ns in state.get("netns", []):
+    subprocess.call(["ip", "netns", "del", ns],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 try:
     os.unlink(path)
 except OSError:
@@ -293,19 +301,21 @@ def _write_watchdog_state():
     if not tmp or not os.path.isdir(tmp):
         return
     with _state.lock:
-        procs, pgs = [], []
+        procs, pgs, nets = [], [], []
         for r in _state.resources + _state.session:
             if isinstance(r, Proc) and r.popen is not None and r.popen.poll() is None:
                 procs.append({"pid": r.popen.pid, "start": r.start_time})
             elif isinstance(r, PgCluster) and r.initialized:
                 pgs.append(r.data)
+            # network namespaces (tests/integration/netns.py): deleted last
+            nets.extend(getattr(r, "watchdog_netns", None) or [])
         if _state.state_file is None:
-            if not procs and not pgs:
+            if not procs and not pgs and not nets:
                 return
             _state.state_file = os.path.join(tmp, ".harness-%d.json" % os.getpid())
         tmpf = _state.state_file + ".new"
         with open(tmpf, "w") as f:
-            json.dump({"procs": procs, "pg": pgs}, f)
+            json.dump({"procs": procs, "pg": pgs, "netns": nets}, f)
         os.replace(tmpf, _state.state_file)
         if _state.watchdog is None:
             _state.watchdog = subprocess.Popen(
@@ -845,8 +855,13 @@ class PgCluster:
     primary.make_replica(name). Registered for cleanup (stop -m immediate).
     """
 
-    def __init__(self, name="pg", tmp=None, port=None, settings=None):
+    def __init__(self, name="pg", tmp=None, port=None, settings=None, host="127.0.0.1",
+                 netns=None):
         self.name = name
+        # where it listens, and the network namespace its server and tools
+        # run in (a netns.Network and a name in it; None: this namespace)
+        self.host = host
+        self.netns = netns
         self.tmp = tmp or default_tmp()
         self.dir = self.tmp.join(name)
         n = 1
@@ -868,16 +883,19 @@ class PgCluster:
     # -- creation
 
     @classmethod
-    def create(cls, name="pg", tmp=None, settings=None, start=True):
-        """initdb + configuration (+ start). Returns the cluster."""
-        c = cls(name, tmp, settings=settings)
+    def create(cls, name="pg", tmp=None, settings=None, start=True, host="127.0.0.1",
+               netns=None):
+        """initdb + configuration (+ start). Returns the cluster. host and
+        netns=(network, name): listen on host inside that namespace
+        (tests/integration/netns.py)."""
+        c = cls(name, tmp, settings=settings, host=host, netns=netns)
         c.init()
         if start:
             c.start()
         return c
 
     def init(self):
-        run(_as_postgres(PGBIN + "/initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
+        run(self._cmd(PGBIN + "/initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
                          "--no-sync", "-E", "UTF8", "--locale=C"), timeout_s=120)
         self.initialized = True
         settings = dict(COMMON_SETTINGS)
@@ -887,18 +905,20 @@ class PgCluster:
             for k, v in settings.items():
                 f.write("%s = %s\n" % (k, v))
             f.write("include_if_exists = '../instance.conf'\n")
+        nets = ["127.0.0.1/32"]
+        if self.host != "127.0.0.1":   # the test's own namespaces' /24
+            nets.append(".".join(self.host.split(".")[:3]) + ".0/24")
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
-            f.write("# meridian test harness: trust on loopback only\n"
-                    "local all all trust\n"
-                    "host all all 127.0.0.1/32 trust\n"
-                    "local replication all trust\n"
-                    "host replication all 127.0.0.1/32 trust\n")
+            f.write("# meridian test harness: trust on loopback (and the test's own "
+                    "namespaces) only\nlocal all all trust\nlocal replication all trust\n")
+            for n in nets:
+                f.write("host all all %s trust\nhost replication all %s trust\n" % (n, n))
         self._write_instance_conf()
         _write_watchdog_state()
 
     def _write_instance_conf(self):
         lines = ["port = %d" % self.port,
-                 "listen_addresses = '127.0.0.1'",
+                 "listen_addresses = '%s'" % self.host,
                  "unix_socket_directories = '%s'" % self.dir,
                  "cluster_name = '%s'" % self.name]
         if self.primary is not None:
@@ -909,16 +929,18 @@ class PgCluster:
         shutil.chown(path, "postgres", "postgres")
 
     def replication_conninfo(self, primary, port=None):
-        return ("host=127.0.0.1 port=%d user=postgres application_name=%s"
-                % (port or primary.port, self.name))
+        host = primary.host if port is None else "127.0.0.1"
+        return ("host=%s port=%d user=postgres application_name=%s"
+                % (host, port or primary.port, self.name))
 
-    def make_replica(self, name, start=True, tmp=None):
+    def make_replica(self, name, start=True, tmp=None, host=None, netns=None):
         """A streaming replica of this cluster: pg_basebackup -R -X stream
         -c fast into a new cluster on a free port, application_name = name.
-        Returns it (started unless start=False)."""
-        r = PgCluster(name, tmp or self.tmp)
+        host/netns as for create() (default: this cluster's host, no
+        namespace). Returns it (started unless start=False)."""
+        r = PgCluster(name, tmp or self.tmp, host=host or self.host, netns=netns)
         r.primary = self
-        run(_as_postgres(PGBIN + "/pg_basebackup", "-h", "127.0.0.1", "-p", self.port,
+        run(r._cmd(PGBIN + "/pg_basebackup", "-h", self.host, "-p", self.port,
                          "-U", "postgres", "-D", r.data, "-R", "-X", "stream", "-c", "fast",
                          "--no-sync"), timeout_s=180)
         r.initialized = True
@@ -936,6 +958,14 @@ class PgCluster:
         return r
 
     # -- life cycle
+
+    def _cmd(self, *argv):
+        """argv as user postgres, inside this cluster's namespace if any."""
+        cmd = _as_postgres(*argv)
+        if self.netns is not None:
+            net, where = self.netns
+            cmd = net.argv(where, cmd)
+        return cmd
 
     def postmaster_pid(self):
         """PID from postmaster.pid if that process is alive and is a
@@ -968,7 +998,7 @@ class PgCluster:
                       os.path.join(self.dir, ".s.PGSQL.%d.lock" % self.port)):
                 if os.path.exists(f):
                     os.unlink(f)
-        cp = run(_as_postgres(PGBIN + "/pg_ctl", "-D", self.data, "-l", self.log_path, "-w",
+        cp = run(self._cmd(PGBIN + "/pg_ctl", "-D", self.data, "-l", self.log_path, "-w",
                               "-t", int(timeout_s), "start"), timeout_s=timeout_s + 10,
                  check=False)
         if cp.returncode != 0:
@@ -980,7 +1010,7 @@ class PgCluster:
         """pg_ctl stop -m mode (smart|fast|immediate) -w. No-op if down."""
         if not self.running():
             return
-        cp = run(_as_postgres(PGBIN + "/pg_ctl", "-D", self.data, "-m", mode, "-w",
+        cp = run(self._cmd(PGBIN + "/pg_ctl", "-D", self.data, "-m", mode, "-w",
                               "-t", int(timeout_s), "stop"), timeout_s=timeout_s + 10,
                  check=False)
         if cp.returncode != 0 and self.running():
@@ -1038,15 +1068,15 @@ class PgCluster:
     # -- SQL
 
     def conninfo(self, dbname="postgres", **extra):
-        """libpq conninfo string for this cluster (TCP on 127.0.0.1)."""
-        s = "host=127.0.0.1 port=%d user=postgres dbname=%s" % (self.port, dbname)
+        """libpq conninfo string for this cluster (TCP to its host)."""
+        s = "host=%s port=%d user=postgres dbname=%s" % (self.host, self.port, dbname)
         for k, v in extra.items():
             s += " %s=%s" % (k, v)
         return s
 
     def connect(self, dbname="postgres", timeout_s=5):
         """A new psycopg2 connection in autocommit mode (caller closes)."""
-        c = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname,
+        c = psycopg2.connect(host=self.host, port=self.port, user="postgres", dbname=dbname,
                              connect_timeout=max(1, int(timeout_s)),
                              application_name="meridian-harness")
         c.autocommit = True
@@ -1176,14 +1206,17 @@ class _ConfiguredProgram:
 
     program = None
 
-    def __init__(self, name, config, tmp=None, env=None):
+    def __init__(self, name, config, tmp=None, env=None, netns=None):
         self.name = name
         self.tmp = tmp or default_tmp()
         self.config_path = self.tmp.join(name + ".json")
         self.cfg = dict(config)
         self.env = dict(env or {})
-        self.proc = Proc(name, [program_path(self.program), "--config", self.config_path],
-                         env=self.env, tmp=self.tmp)
+        self.netns = netns          # (netns.Network, name) or None
+        argv = [program_path(self.program), "--config", self.config_path]
+        if netns is not None:
+            argv = netns[0].argv(netns[1], argv)
+        self.proc = Proc(name, argv, env=self.env, tmp=self.tmp)
         self.write_config()
 
     def write_config(self, **changes):
@@ -1231,16 +1264,17 @@ class Controller(_ConfiguredProgram):
     program = "meridian-controller"
 
     def __init__(self, name, region, store, tmp=None, lease_ttl_ms=2000, port=None,
-                 log_level="info", extra=None, env=None):
+                 log_level="info", extra=None, env=None, host="127.0.0.1", netns=None):
         self.port = port or free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.host = host
+        self.url = "http://%s:%d" % (host, self.port)
         self.region = region
         self.store = store
-        cfg = {"name": name, "region": region, "listen": "127.0.0.1:%d" % self.port,
+        cfg = {"name": name, "region": region, "listen": "%s:%d" % (host, self.port),
                "advertise_url": self.url, "store": store, "lease_ttl_ms": lease_ttl_ms,
                "log_level": log_level, "tokens": TOKENS}
         cfg.update(extra or {})
-        super().__init__(name, cfg, tmp, env)
+        super().__init__(name, cfg, tmp, env, netns)
 
     @property
     def lease_ttl_ms(self):
@@ -1249,8 +1283,10 @@ class Controller(_ConfiguredProgram):
     def migrate(self, check=True, timeout_s=120):
         """`meridian-controller migrate --config FILE`. Returns the
         CompletedProcess; raises HarnessError on failure when check."""
-        return run([program_path(self.program), "migrate", "--config", self.config_path],
-                   timeout_s=timeout_s, check=check, env=self.env)
+        argv = [program_path(self.program), "migrate", "--config", self.config_path]
+        if self.netns is not None:
+            argv = self.netns[0].argv(self.netns[1], argv)
+        return run(argv, timeout_s=timeout_s, check=check, env=self.env)
 
     def get(self, path, token=VIEWER_TOKEN, timeout=5.0):
         return http_json("GET", self.url + path, None, token, timeout)
@@ -1313,10 +1349,11 @@ class Agent(_ConfiguredProgram):
     program = "meridian-agent"
 
     def __init__(self, name, region, controllers, tmp=None, log_level="info", extra=None,
-                 env=None, port=None):
+                 env=None, port=None, host="127.0.0.1", netns=None):
         tmp = tmp or default_tmp()
         self.port = port or free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.host = host
+        self.url = "http://%s:%d" % (host, self.port)
         self.region = region
         self.state_dir = tmp.join(name + ".state")
         os.makedirs(self.state_dir, exist_ok=True)
@@ -1324,9 +1361,9 @@ class Agent(_ConfiguredProgram):
             controllers = [controllers]
         cfg = {"node": name, "region": region, "controllers": list(controllers),
                "token": AGENT_TOKEN, "state_dir": self.state_dir,
-               "listen": "127.0.0.1:%d" % self.port, "log_level": log_level}
+               "listen": "%s:%d" % (host, self.port), "log_level": log_level}
         cfg.update(extra or {})
-        super().__init__(name, cfg, tmp, env)
+        super().__init__(name, cfg, tmp, env, netns)
 
     def __repr__(self):
         return "Agent(%s, %s)" % (self.name, self.url)

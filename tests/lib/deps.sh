@@ -4,7 +4,7 @@
 MERIDIAN_PACKAGES="build-essential cmake pkg-config clang libuv1-dev libpq-dev
   libcurl4-openssl-dev libjansson-dev libcriterion-dev node-llhttp libssl-dev
   postgresql-15 postgresql-client-15 pdns-server pdns-backend-sqlite3 etcd-server
-  dnsutils python3 python3-psycopg2 sqlite3 curl iproute2 procps util-linux"
+  dnsutils python3 python3-psycopg2 sqlite3 curl iproute2 iptables procps util-linux"
 
 mrd_install_deps() {
     local missing=""
