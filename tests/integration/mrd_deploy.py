@@ -613,10 +613,10 @@ class Sampler:
 NETNS_CHECK_INTERVAL_MS = 500
 
 
-def start_netns(**kw):
-    """A fast-profile Deployment in namespaces, ready, with a Sampler and the
-    writer running on eu. Returns (deployment, sampler)."""
-    d = Deployment(profile="fast", netns=True, check_interval_ms=NETNS_CHECK_INTERVAL_MS, **kw)
+def start_netns(profile="fast", **kw):
+    """A Deployment in namespaces (profile fast unless said), ready, with a
+    Sampler and the writer running on eu. Returns (deployment, sampler)."""
+    d = Deployment(profile=profile, netns=True, check_interval_ms=NETNS_CHECK_INTERVAL_MS, **kw)
     try:
         d.wait_ready()
     except h.WaitTimeout:
