@@ -22,7 +22,17 @@
  * Stopping: a conn closes after a response that did not keep it alive
  * (lingering: shutdown, then reads are discarded for up to 2 s so that the
  * client sees the answer rather than a reset), on idle timeout, on read
- * timeout (408), on a write error or EOF. Handles are freed in their close
+ * timeout (408), on header timeout (a new conn without a complete request
+ * head: closed without an answer if it sent nothing, else 408), on a write
+ * error or EOF.
+ *
+ * Limits against floods: a conn beyond max_connections, or beyond
+ * max_connections_per_client from one peer address (a small hash table of
+ * addresses with open conns), is closed right after accept. Accept errors
+ * (EMFILE...) are counted: libuv itself keeps a spare fd that it closes to
+ * accept and drop pending conns when out of fds, so the listener neither
+ * spins nor stalls. Each kind of refusal or error is logged at most once
+ * per LOG_EVERY_MS with the count of the lines it replaced. Handles are freed in their close
  * callbacks; the server is freed when the listener, the stop timer and every
  * conn are closed.
  */
@@ -49,6 +59,25 @@ int mrd__http_parser_take_continue(mrd_http_parser *p);
 #define LINGER_MS     2000
 /* Stop dispatching on a conn whose client does not read its responses. */
 #define MAX_WRITE_QUEUE (1024 * 1024)
+#define LOG_EVERY_MS    10000
+#define CLIENT_BUCKETS  1024
+
+int mrd__http_parser_head_done(const mrd_http_parser *p);
+
+/* At most one log line per LOG_EVERY_MS; the next one says how many it
+ * replaced. */
+typedef struct {
+    uint64_t next_ms;
+    uint64_t suppressed;
+} ratelim;
+
+/* Open conns of one peer address. */
+typedef struct client {
+    struct client *next;
+    unsigned n;
+    int family;
+    unsigned char addr[16];
+} client;
 
 typedef struct {
     const char *s; /* literal text, or the parameter name */
@@ -79,6 +108,9 @@ struct mrd_http_server {
     int stop_timer_closing;
     void (*done)(void *);
     void *done_arg;
+    mrd_http_server_stats stats;
+    ratelim log_max, log_per_client, log_accept;
+    client *clients[CLIENT_BUCKETS];
     char rbuf[READ_BUF_SIZE];
 };
 
@@ -96,9 +128,11 @@ struct conn {
     char *own;
     struct mrd_http_response *inflight;
     uint64_t req_start; /* loop time when the request being received began */
+    uint64_t accepted_at;
+    client *cl; /* NULL until counted for its address */
     int handles_open;
     unsigned closing : 1, reading : 1, in_process : 1, last_sent : 1, lingering : 1,
-        backpressure : 1, shutdown_done : 1, eof : 1;
+        backpressure : 1, shutdown_done : 1, eof : 1, served : 1;
 };
 
 struct mrd_http_request {
@@ -267,6 +301,96 @@ static long url_decode(const char *src, size_t len, char *dst, size_t cap, int p
     return (long)o;
 }
 
+static int ratelim_take(ratelim *r, uint64_t now, uint64_t *suppressed)
+{
+    if (now < r->next_ms) {
+        r->suppressed++;
+        return 0;
+    }
+    *suppressed = r->suppressed;
+    r->suppressed = 0;
+    r->next_ms = now + LOG_EVERY_MS;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- clients */
+
+static unsigned client_hash(int family, const unsigned char *a, size_t len)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)family;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ a[i]) * 16777619u;
+    return h % CLIENT_BUCKETS;
+}
+
+/* The conn's peer address in a[16], its length, or 0 if unknown. */
+static size_t peer_addr(conn *c, int *family, unsigned char *a)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0)
+        return 0;
+    *family = ss.ss_family;
+    if (ss.ss_family == AF_INET) {
+        memcpy(a, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        return 4;
+    }
+    if (ss.ss_family == AF_INET6) {
+        memcpy(a, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        return 16;
+    }
+    return 0;
+}
+
+/* Counts c for its peer address. Returns 0, MRD_ETOOBIG when the address has
+ * max_connections_per_client conns already (c is not counted then), or
+ * MRD_ENOMEM. An address that cannot be read is not limited. */
+static int client_add(conn *c, char *name, size_t namelen)
+{
+    mrd_http_server *srv = c->srv;
+    unsigned char a[16];
+    int family = 0;
+    size_t len = peer_addr(c, &family, a);
+    name[0] = '\0';
+    if (len == 0)
+        return 0;
+    unsigned h = client_hash(family, a, len);
+    client *e = srv->clients[h];
+    while (e && (e->family != family || memcmp(e->addr, a, len) != 0))
+        e = e->next;
+    if (e && e->n >= srv->opt.max_connections_per_client) {
+        uv_inet_ntop(family, a, name, namelen);
+        return MRD_ETOOBIG;
+    }
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return MRD_ENOMEM;
+        e->family = family;
+        memcpy(e->addr, a, len);
+        e->next = srv->clients[h];
+        srv->clients[h] = e;
+    }
+    e->n++;
+    c->cl = e;
+    return 0;
+}
+
+static void client_remove(conn *c)
+{
+    client *e = c->cl;
+    c->cl = NULL;
+    if (!e || --e->n > 0)
+        return;
+    size_t len = e->family == AF_INET ? 4 : 16;
+    client **pp = &c->srv->clients[client_hash(e->family, e->addr, len)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = e->next;
+    free(e);
+}
+
 /* ------------------------------------------------------------------ writes */
 
 static void on_write(uv_write_t *w, int status)
@@ -381,6 +505,7 @@ static void on_conn_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
+    client_remove(c);
     mrd_http_parser_free(c->parser);
     free(c->own);
     free(c);
@@ -418,11 +543,26 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     uv_timer_start(&c->timer, on_timer_close, LINGER_MS, 0);
 }
 
+static void on_header_timeout(uv_timer_t *t)
+{
+    conn *c = t->data;
+    if (c->closing)
+        return;
+    c->srv->stats.header_timeouts++;
+    conn_close(c); /* nothing was sent: there is nobody to answer */
+}
+
 static void on_read_timeout(uv_timer_t *t)
 {
     conn *c = t->data;
     if (c->closing || c->inflight || c->last_sent)
         return;
+    if (mrd__http_parser_head_done(c->parser)) {
+        c->srv->stats.request_timeouts++;
+    } else {
+        c->srv->stats.header_timeouts++;
+        c->srv->stats.request_timeouts++;
+    }
     mrd_log(MRD_LOG_DEBUG, "http request timed out", MRD_I("port", c->srv->port));
     conn_send_error(c, 408, "request_timeout", "request not received in time", NULL, 0, 0, 1);
     conn_update(c);
@@ -532,11 +672,21 @@ static void conn_update(conn *c)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
     }
+    uint64_t now = uv_now(srv->loop);
     if (c->inflight) {
         uv_timer_stop(&c->timer);
     } else if (c->req_start) {
-        uint64_t now = uv_now(srv->loop), due = c->req_start + srv->opt.read_timeout_ms;
+        uint64_t due = c->req_start + srv->opt.read_timeout_ms;
+        if (!mrd__http_parser_head_done(c->parser) &&
+            c->req_start + srv->opt.header_timeout_ms < due)
+            due = c->req_start + srv->opt.header_timeout_ms;
+        if (!c->served && c->accepted_at + srv->opt.header_timeout_ms < due &&
+            !mrd__http_parser_head_done(c->parser))
+            due = c->accepted_at + srv->opt.header_timeout_ms;
         uv_timer_start(&c->timer, on_read_timeout, due > now ? due - now : 0, 0);
+    } else if (!c->served && !srv->stopping) {
+        uint64_t due = c->accepted_at + srv->opt.header_timeout_ms;
+        uv_timer_start(&c->timer, on_header_timeout, due > now ? due - now : 0, 0);
     } else if (srv->stopping && conn_idle(c) &&
                uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
         conn_close(c);
@@ -767,6 +917,7 @@ static void conn_process(conn *c)
         mrd_http_parsed *r = mrd_http_parser_take(c->parser);
         if (r) {
             c->req_start = 0;
+            c->served = 1;
             conn_dispatch(c, r);
             continue;
         }
@@ -805,16 +956,24 @@ static void conn_process(conn *c)
 static void on_connection(uv_stream_t *l, int status)
 {
     mrd_http_server *srv = l->data;
-    if (status < 0 || srv->stopping)
-        return;
-    conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return;
-    c->srv = srv;
-    if (mrd_http_parser_init(&c->parser, srv->opt.max_header_bytes, srv->opt.max_body_bytes)) {
-        free(c);
+    uint64_t now = uv_now(srv->loop), suppressed = 0;
+    if (status < 0) {
+        /* libuv already dropped what it could not accept (spare fd) */
+        srv->stats.accept_errors++;
+        if (ratelim_take(&srv->log_accept, now, &suppressed))
+            mrd_log(MRD_LOG_WARN, "http accept failed", MRD_S("error", uv_err_name(status)),
+                    MRD_U("connections", srv->nconns), MRD_U("suppressed", suppressed));
         return;
     }
+    if (srv->stopping)
+        return;
+    conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        srv->stats.accept_errors++;
+        return;
+    }
+    c->srv = srv;
+    c->accepted_at = now;
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->timer);
     c->tcp.data = c;
@@ -826,12 +985,33 @@ static void on_connection(uv_stream_t *l, int status)
     srv->conns = c;
     srv->nconns++;
     if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
+        srv->stats.accept_errors++;
         conn_close(c);
         return;
     }
+    srv->stats.accepted++;
     if (srv->nconns > srv->opt.max_connections) {
-        mrd_log(MRD_LOG_WARN, "http connection refused", MRD_S("reason", "max connections"),
-                MRD_U("max", srv->opt.max_connections));
+        srv->stats.refused_max++;
+        if (ratelim_take(&srv->log_max, now, &suppressed))
+            mrd_log(MRD_LOG_WARN, "http connection refused", MRD_S("reason", "max connections"),
+                    MRD_U("max", srv->opt.max_connections), MRD_U("suppressed", suppressed));
+        conn_close(c);
+        return;
+    }
+    char name[INET6_ADDRSTRLEN];
+    int rc = client_add(c, name, sizeof(name));
+    if (rc == MRD_ETOOBIG) {
+        srv->stats.refused_per_client++;
+        if (ratelim_take(&srv->log_per_client, now, &suppressed))
+            mrd_log(MRD_LOG_WARN, "http connection refused",
+                    MRD_S("reason", "max connections per client"), MRD_S("client", name),
+                    MRD_U("max", srv->opt.max_connections_per_client),
+                    MRD_U("suppressed", suppressed));
+        conn_close(c);
+        return;
+    }
+    if (rc != 0 ||
+        mrd_http_parser_init(&c->parser, srv->opt.max_header_bytes, srv->opt.max_body_bytes)) {
         conn_close(c);
         return;
     }
@@ -978,8 +1158,12 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
         srv->opt.read_timeout_ms = 10000;
     if (!srv->opt.idle_timeout_ms)
         srv->opt.idle_timeout_ms = 60000;
+    if (!srv->opt.header_timeout_ms)
+        srv->opt.header_timeout_ms = 5000;
     if (!srv->opt.max_connections)
         srv->opt.max_connections = 20000;
+    if (!srv->opt.max_connections_per_client)
+        srv->opt.max_connections_per_client = srv->opt.max_connections;
     int rc = compile_routes(srv);
     if (rc) {
         server_free(srv);
@@ -1015,6 +1199,17 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
 int mrd_http_server_port(const mrd_http_server *srv)
 {
     return srv ? srv->port : -1;
+}
+
+void mrd_http_server_stats_get(const mrd_http_server *srv, mrd_http_server_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!srv)
+        return;
+    *out = srv->stats;
+    out->open = srv->nconns;
+    out->max_connections = srv->opt.max_connections;
+    out->max_connections_per_client = srv->opt.max_connections_per_client;
 }
 
 static void on_stop_timeout(uv_timer_t *t)
