@@ -29,10 +29,13 @@
  * Limits against floods: a conn beyond max_connections, or beyond
  * max_connections_per_client from one peer address (a small hash table of
  * addresses with open conns), is closed right after accept. Accept errors
- * (EMFILE...) are counted: libuv itself keeps a spare fd that it closes to
- * accept and drop pending conns when out of fds, so the listener neither
- * spins nor stalls. Each kind of refusal or error is logged at most once
- * per LOG_EVERY_MS with the count of the lines it replaced. Handles are freed in their close
+ * (EMFILE...) are counted: the server accepts itself (a uv_poll on the
+ * listening socket, at most ACCEPT_BATCH per wakeup) so that it sees them;
+ * when out of fds it closes its spare fd, accepts and drops what is pending,
+ * reopens the spare, and stops polling the listener for ACCEPT_PAUSE_MS, so
+ * it neither spins on a readable listener nor leaves clients hanging. Each
+ * kind of refusal or error is logged at most once per LOG_EVERY_MS with the
+ * count of the lines it replaced. Handles are freed in their close
  * callbacks; the server is freed when the listener, the stop timer and every
  * conn are closed.
  */
@@ -40,6 +43,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +64,8 @@ int mrd__http_parser_take_continue(mrd_http_parser *p);
 /* Stop dispatching on a conn whose client does not read its responses. */
 #define MAX_WRITE_QUEUE (1024 * 1024)
 #define LOG_EVERY_MS    10000
+#define ACCEPT_BATCH    256
+#define ACCEPT_PAUSE_MS 100
 #define CLIENT_BUCKETS  1024
 
 int mrd__http_parser_head_done(const mrd_http_parser *p);
@@ -95,7 +101,10 @@ typedef struct conn conn;
 
 struct mrd_http_server {
     uv_loop_t *loop;
-    uv_tcp_t listener;
+    uv_poll_t listener; /* on lfd, which the server owns */
+    int lfd;
+    int spare_fd; /* /dev/null, closed to make room when out of fds */
+    uv_timer_t pause_timer;
     uv_timer_t stop_timer;
     mrd_http_server_options opt;
     int port;
@@ -104,7 +113,7 @@ struct mrd_http_server {
     conn *conns;
     unsigned nconns;
     int stopping;
-    int handles_open; /* listener and stop timer */
+    int handles_open; /* listener, stop timer and pause timer */
     int stop_timer_closing;
     void (*done)(void *);
     void *done_arg;
@@ -953,23 +962,14 @@ static void conn_process(conn *c)
 
 /* --------------------------------------------------------------- server */
 
-static void on_connection(uv_stream_t *l, int status)
+/* Takes an accepted socket in (or closes it over a limit). */
+static void conn_accept(mrd_http_server *srv, int fd)
 {
-    mrd_http_server *srv = l->data;
     uint64_t now = uv_now(srv->loop), suppressed = 0;
-    if (status < 0) {
-        /* libuv already dropped what it could not accept (spare fd) */
-        srv->stats.accept_errors++;
-        if (ratelim_take(&srv->log_accept, now, &suppressed))
-            mrd_log(MRD_LOG_WARN, "http accept failed", MRD_S("error", uv_err_name(status)),
-                    MRD_U("connections", srv->nconns), MRD_U("suppressed", suppressed));
-        return;
-    }
-    if (srv->stopping)
-        return;
     conn *c = calloc(1, sizeof(*c));
     if (!c) {
         srv->stats.accept_errors++;
+        close(fd);
         return;
     }
     c->srv = srv;
@@ -984,7 +984,8 @@ static void on_connection(uv_stream_t *l, int status)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd);
         srv->stats.accept_errors++;
         conn_close(c);
         return;
@@ -1019,8 +1020,73 @@ static void on_connection(uv_stream_t *l, int status)
     conn_update(c);
 }
 
+static void on_listen_ready(uv_poll_t *h, int status, int events);
+
+static void on_pause_end(uv_timer_t *t)
+{
+    mrd_http_server *srv = t->data;
+    if (!srv->stopping)
+        uv_poll_start(&srv->listener, UV_READABLE, on_listen_ready);
+}
+
+/* Out of fds: drop what is pending with the spare fd's room, then stop
+ * polling the listener for a while (it stays readable: polling it now
+ * would spin). */
+static void accept_starved(mrd_http_server *srv, int err)
+{
+    uint64_t now = uv_now(srv->loop), suppressed = 0;
+    srv->stats.accept_errors++;
+    if (ratelim_take(&srv->log_accept, now, &suppressed))
+        mrd_log(MRD_LOG_WARN, "http accept failed", MRD_S("error", strerror(err)),
+                MRD_U("connections", srv->nconns), MRD_U("suppressed", suppressed));
+    if (srv->spare_fd >= 0) {
+        close(srv->spare_fd);
+        srv->spare_fd = -1;
+        for (int i = 0; i < ACCEPT_BATCH; i++) {
+            int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0)
+                break;
+            close(fd);
+            srv->stats.accept_errors++;
+        }
+        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    uv_poll_stop(&srv->listener);
+    uv_timer_start(&srv->pause_timer, on_pause_end, ACCEPT_PAUSE_MS, 0);
+}
+
+static void on_listen_ready(uv_poll_t *h, int status, int events)
+{
+    mrd_http_server *srv = h->data;
+    (void)events;
+    if (srv->stopping)
+        return;
+    if (status < 0) {
+        accept_starved(srv, -status);
+        return;
+    }
+    for (int i = 0; i < ACCEPT_BATCH && !srv->stopping; i++) {
+        int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_accept(srv, fd);
+            continue;
+        }
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK)
+            return;
+        if (e == EINTR || e == ECONNABORTED || e == EPROTO)
+            continue;
+        accept_starved(srv, e); /* EMFILE, ENFILE, ENOBUFS, ENOMEM */
+        return;
+    }
+}
+
 static void server_free(mrd_http_server *srv)
 {
+    if (srv->lfd >= 0)
+        close(srv->lfd);
+    if (srv->spare_fd >= 0)
+        close(srv->spare_fd);
     free(srv->routes);
     free(srv->segs);
     free(srv);
@@ -1132,11 +1198,6 @@ static int listen_socket(const char *host, int port, int *fd_out, int *bound_por
     return 0;
 }
 
-static void on_listener_failed(uv_handle_t *h)
-{
-    server_free(h->data);
-}
-
 int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
                           const mrd_http_server_options *opt)
 {
@@ -1146,6 +1207,7 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
     mrd_http_server *srv = calloc(1, sizeof(*srv));
     if (!srv)
         return MRD_ENOMEM;
+    srv->lfd = srv->spare_fd = -1;
     srv->loop = loop;
     srv->opt = *opt;
     if (!srv->opt.host)
@@ -1176,22 +1238,20 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
         return rc;
     }
     srv->opt.host = NULL; /* not kept: the caller's string may go */
-    uv_tcp_init(loop, &srv->listener);
-    srv->listener.data = srv;
-    rc = uv_tcp_open(&srv->listener, fd);
-    if (rc)
-        close(fd);
-    else
-        rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+    srv->lfd = fd;
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    rc = uv_poll_init(loop, &srv->listener, fd);
     if (rc) {
-        /* not expected after a successful listen(); the server is freed by
-         * the close callback on the next loop turn */
-        uv_close((uv_handle_t *)&srv->listener, on_listener_failed);
+        server_free(srv);
         return rc;
     }
+    srv->listener.data = srv;
+    uv_poll_start(&srv->listener, UV_READABLE, on_listen_ready);
     uv_timer_init(loop, &srv->stop_timer);
     srv->stop_timer.data = srv;
-    srv->handles_open = 2;
+    uv_timer_init(loop, &srv->pause_timer);
+    srv->pause_timer.data = srv;
+    srv->handles_open = 3;
     *out = srv;
     return 0;
 }
@@ -1228,6 +1288,9 @@ void mrd_http_server_stop(mrd_http_server *srv, void (*done)(void *arg), void *a
     srv->done = done;
     srv->done_arg = arg;
     uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
+    close(srv->lfd); /* the poll stopped in uv_close: no new conns queue */
+    srv->lfd = -1;
+    uv_close((uv_handle_t *)&srv->pause_timer, on_server_handle_closed);
     for (conn *c = srv->conns; c; c = c->next)
         conn_update(c); /* closes idle conns; others close after answering */
     uv_timer_start(&srv->stop_timer, on_stop_timeout, srv->opt.read_timeout_ms, 0);

@@ -792,7 +792,7 @@ int main(int argc, char **argv)
         b->bad_headers[1] = "Content-Type: application/json";
         b->bad_headers[2] = NULL;
         if (mrd_http_client_init(&b->bad, b->loop) != 0 ||
-            mrd_http_client_set_max_connections(b->bad, 16) != 0) {
+            mrd_http_client_set_max_connections(b->bad, 64) != 0) {
             fprintf(stderr, "bench_heartbeats: http client init failed\n");
             return 1;
         }

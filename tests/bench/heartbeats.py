@@ -119,12 +119,22 @@ def run_one(args, conninfo, sql, agents, seconds, idle=0, perf_s=0, label=None, 
             "--store", conninfo, "--controller-pid", str(ctl.proc.pid)]
     if args.connections:
         argv += ["--connections", str(args.connections)]
-    if idle:
+    if idle and not idle_sources:
         argv += ["--idle-conns", str(idle)]
-    if idle_sources:
-        argv += ["--idle-sources", str(idle_sources), "--idle-reconnect"]
-    if bad_rate:
-        argv += ["--bad-token-rate", str(bad_rate)]
+    attacker = None
+    if idle_sources or bad_rate:
+        # the attackers run in a process of their own, so that their
+        # connects do not delay the measured agents' loop
+        att = [argv[0], "--url", ctl.url, "--token", h.AGENT_TOKEN, "--agents", "1",
+               "--rate", "1", "--seconds", str(seconds + 5), "--warmup", "1"]
+        if idle_sources:
+            att += ["--idle-conns", str(idle), "--idle-sources", str(idle_sources),
+                    "--idle-reconnect"]
+        if bad_rate:
+            att += ["--bad-token-rate", str(bad_rate)]
+        attacker = subprocess.Popen(att, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True)
+        time.sleep(1.0)  # the attack is on before the agents start
     if services:
         argv += ["--services", str(services)]
     perf = None
@@ -135,6 +145,11 @@ def run_one(args, conninfo, sql, agents, seconds, idle=0, perf_s=0, label=None, 
                         timeout=seconds + 120)
     if perf:
         perf.join(perf_s + 120)
+    if attacker:
+        aout = attacker.communicate(timeout=seconds + 120)[0]
+        for line in aout.splitlines():
+            if "attacker" in line:
+                print("    " + line, flush=True)
     lag = loop_lag(ctl)
     limits = [ln for ln in ctl.proc.log_text(since_start=True).splitlines()
               if "connection limits" in ln or "connection refused" in ln or "accept failed" in ln]

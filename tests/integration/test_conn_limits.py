@@ -17,6 +17,10 @@ starts).
                plus slack; the log holds a bounded number of lines; /metrics
                counts the refusals and header timeouts; the controller
                still answers afterwards.
+  out of fds   a controller with 24 fds: accept() fails with EMFILE; the
+               errors are counted and logged once, the controller does not
+               spin (CPU time measured), every connection is closed, and it
+               answers again afterwards.
   per address  with max_connections_per_client 50, a 51st connection from
                one address is closed at once while another address still
                gets in; one rate-limited log line names the address.
@@ -27,6 +31,7 @@ Timing is never asserted beyond generous bounds on the server's timeouts.
 import errno
 import http.client
 import json
+import os
 import resource
 import selectors
 import socket
@@ -343,6 +348,58 @@ def per_address_cap():
     assert len(lines) == 1 and "127.0.0.5" in lines[0], lines
     for s in held:
         s.close()
+    ctl.stop()
+
+
+def proc_cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@test
+def out_of_fds_does_not_spin():
+    """With so few fds that accept() itself fails (EMFILE), the server counts
+    the errors, logs a bounded number of lines, does not spin (libuv drops
+    what it cannot accept with its spare fd), and answers again once the
+    idle connections are gone."""
+    # ~20 fds are the controller's own (store, loop, libcurl, log): 24
+    # leaves a few for connections, below the 16 the cap never goes under
+    ctl = limited_controller("emfile", {"header_timeout_ms": HEADER_TIMEOUT_MS}, nofile=24)
+    before = len(ctl.proc.log_text(since_start=True).splitlines())
+    socks = []
+    for _ in range(60):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", ctl.port))
+        socks.append(s)
+    cpu0, t0 = proc_cpu_s(ctl.proc.pid), time.monotonic()
+    time.sleep(1.5)
+    cpu = proc_cpu_s(ctl.proc.pid) - cpu0
+    wall = time.monotonic() - t0
+    log("controller CPU while out of fds: %.2f s in %.2f s" % (cpu, wall))
+    assert cpu < 0.5 * wall, "the controller spins: %.2f s CPU in %.2f s" % (cpu, wall)
+    # every connection ends: dropped by libuv, refused over the cap, or at
+    # the header timeout
+    closed = 0
+    for s in socks:
+        try:
+            data = s.recv(1)
+        except (ConnectionResetError, socket.timeout):
+            data = b""
+        assert data == b""
+        closed += 1
+        s.close()
+    wait_until(lambda: ctl.ready_code() == 200, SLACK, what="controller answers again")
+    metrics = metrics_text(ctl)
+    errors = metric(metrics, "meridian_http_accept_errors_total")
+    log("accept errors %d, refused %d, header timeouts %d" % (
+        errors, metric(metrics, 'meridian_http_connections_refused_total{reason="max_connections"}'),
+        metric(metrics, "meridian_http_header_timeouts_total")))
+    assert errors > 0, "accept() never ran out of fds"
+    lines = ctl.proc.log_text(since_start=True).splitlines()[before:]
+    assert 1 <= len([l for l in lines if "accept failed" in l]) <= 3, lines
+    assert len(lines) <= 50, lines
     ctl.stop()
 
 
