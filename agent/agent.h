@@ -205,6 +205,7 @@ struct mrd__agent {
     mrd__epoch_store *epochs;
     mrd_http_client *http;
     mrd_http_server *server;
+    unsigned http_max_connections; /* the peer API's cap, from the fd limit */
     mrd_auth *auth;
     uv_timer_t hb_timer;
     uv_timer_t tick_timer;
@@ -303,6 +304,10 @@ void mrd__commands_stop(mrd__agent *a);
 /* peer.c: the agent's HTTP API (peer leases, controller pokes). _start
  * returns 0 (also without "listen": no API) or the error of mrd_auth_init /
  * mrd_http_server_start (nothing listens then); _stop is graceful. */
+/* The peer API's connection caps: in all (lowered to what the fd limit
+ * allows) and per client address (controllers and peers hold a few each). */
+#define PEER_MAX_CONNECTIONS 1024
+#define PEER_MAX_PER_CLIENT  64
 int mrd__peer_server_start(mrd__agent *a);
 void mrd__peer_server_stop(mrd__agent *a);
 /* Requests leases from the peers for every primary member. */

@@ -23,6 +23,7 @@
 #include "agent.h"
 #include "meridian/config.h"
 #include "meridian/error.h"
+#include "meridian/limits.h"
 #include "meridian/log.h"
 
 uint64_t mrd__now_ms(mrd__agent *a)
@@ -166,6 +167,16 @@ int main(int argc, char **argv)
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
+
+    /* the peer API needs few connections; the rest of the fds stay for the
+     * members' PostgreSQL connections, libcurl and commands */
+    mrd_fd_budget fdb;
+    mrd_fd_budget_init(&fdb, 128, PEER_MAX_CONNECTIONS);
+    a->http_max_connections = fdb.max_connections;
+    mrd_log(MRD_LOG_INFO, "connection limits", MRD_U("nofile_before", fdb.soft_before),
+            MRD_U("nofile", fdb.soft), MRD_U("nofile_hard", fdb.hard),
+            MRD_U("reserve", fdb.reserve), MRD_U("max_connections", fdb.max_connections),
+            MRD_U("max_connections_per_client", PEER_MAX_PER_CLIENT));
 
     rc = mrd_http_client_init(&a->http, &loop);
     if (rc == 0)

@@ -133,7 +133,8 @@ int mrd__peer_server_start(mrd__agent *a)
     o.port = a->cfg.listen_port;
     o.max_body_bytes = 16 * 1024;
     o.read_timeout_ms = 5000;
-    o.max_connections = 1024;
+    o.max_connections = a->http_max_connections ? a->http_max_connections : PEER_MAX_CONNECTIONS;
+    o.max_connections_per_client = PEER_MAX_PER_CLIENT;
     o.routes = routes;
     o.nroutes = sizeof(routes) / sizeof(routes[0]);
     o.auth = a->auth;

@@ -54,6 +54,7 @@ struct mrd_http_parser {
     size_t header_bytes;
     int state;
     int in_request;
+    int head_done; /* the request being received has its whole head */
     int failed;
     int done; /* a request without keep-alive was completed */
     int expect_continue;
@@ -132,6 +133,7 @@ static int on_message_begin(llhttp_t *ll)
     p->header_bytes = 0;
     p->state = ST_NONE;
     p->in_request = 1;
+    p->head_done = 0;
     p->expect_continue = 0;
     return count_header_bytes(p, 16 + LINE_OVERHEAD); /* method and version */
 }
@@ -211,6 +213,7 @@ static int on_headers_complete(llhttp_t *ll)
 {
     mrd_http_parser *p = ll->data;
     p->state = ST_NONE;
+    p->head_done = 1;
     trim_values(p);
     if (ll->http_major != 1 || ll->http_minor > 1)
         return fail(p, 505, "http version not supported");
@@ -450,6 +453,14 @@ mrd_http_parse_error mrd_http_parser_error(const mrd_http_parser *p)
 
 /* Internal to http_server.c: 1 once when the request being received asked
  * for "Expect: 100-continue" and its body has not arrived yet. */
+/* 1 while the request being received has its whole head (its body may
+ * still be coming); the server's header timeout stops there. */
+int mrd__http_parser_head_done(const mrd_http_parser *p);
+int mrd__http_parser_head_done(const mrd_http_parser *p)
+{
+    return p->in_request && p->head_done;
+}
+
 int mrd__http_parser_take_continue(mrd_http_parser *p);
 int mrd__http_parser_take_continue(mrd_http_parser *p)
 {

@@ -22,7 +22,20 @@
  * Stopping: a conn closes after a response that did not keep it alive
  * (lingering: shutdown, then reads are discarded for up to 2 s so that the
  * client sees the answer rather than a reset), on idle timeout, on read
- * timeout (408), on a write error or EOF. Handles are freed in their close
+ * timeout (408), on header timeout (a new conn without a complete request
+ * head: closed without an answer if it sent nothing, else 408), on a write
+ * error or EOF.
+ *
+ * Limits against floods: a conn beyond max_connections, or beyond
+ * max_connections_per_client from one peer address (a small hash table of
+ * addresses with open conns), is closed right after accept. Accept errors
+ * (EMFILE...) are counted: the server accepts itself (a uv_poll on the
+ * listening socket, at most ACCEPT_BATCH per wakeup) so that it sees them;
+ * when out of fds it closes its spare fd, accepts and drops what is pending,
+ * reopens the spare, and stops polling the listener for ACCEPT_PAUSE_MS, so
+ * it neither spins on a readable listener nor leaves clients hanging. Each
+ * kind of refusal or error is logged at most once per LOG_EVERY_MS with the
+ * count of the lines it replaced. Handles are freed in their close
  * callbacks; the server is freed when the listener, the stop timer and every
  * conn are closed.
  */
@@ -30,6 +43,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +63,27 @@ int mrd__http_parser_take_continue(mrd_http_parser *p);
 #define LINGER_MS     2000
 /* Stop dispatching on a conn whose client does not read its responses. */
 #define MAX_WRITE_QUEUE (1024 * 1024)
+#define LOG_EVERY_MS    10000
+#define ACCEPT_BATCH    256
+#define ACCEPT_PAUSE_MS 100
+#define CLIENT_BUCKETS  1024
+
+int mrd__http_parser_head_done(const mrd_http_parser *p);
+
+/* At most one log line per LOG_EVERY_MS; the next one says how many it
+ * replaced. */
+typedef struct {
+    uint64_t next_ms;
+    uint64_t suppressed;
+} ratelim;
+
+/* Open conns of one peer address. */
+typedef struct client {
+    struct client *next;
+    unsigned n;
+    int family;
+    unsigned char addr[16];
+} client;
 
 typedef struct {
     const char *s; /* literal text, or the parameter name */
@@ -66,7 +101,10 @@ typedef struct conn conn;
 
 struct mrd_http_server {
     uv_loop_t *loop;
-    uv_tcp_t listener;
+    uv_poll_t listener; /* on lfd, which the server owns */
+    int lfd;
+    int spare_fd; /* /dev/null, closed to make room when out of fds */
+    uv_timer_t pause_timer;
     uv_timer_t stop_timer;
     mrd_http_server_options opt;
     int port;
@@ -75,10 +113,13 @@ struct mrd_http_server {
     conn *conns;
     unsigned nconns;
     int stopping;
-    int handles_open; /* listener and stop timer */
+    int handles_open; /* listener, stop timer and pause timer */
     int stop_timer_closing;
     void (*done)(void *);
     void *done_arg;
+    mrd_http_server_stats stats;
+    ratelim log_max, log_per_client, log_accept;
+    client *clients[CLIENT_BUCKETS];
     char rbuf[READ_BUF_SIZE];
 };
 
@@ -96,9 +137,11 @@ struct conn {
     char *own;
     struct mrd_http_response *inflight;
     uint64_t req_start; /* loop time when the request being received began */
+    uint64_t accepted_at;
+    client *cl; /* NULL until counted for its address */
     int handles_open;
     unsigned closing : 1, reading : 1, in_process : 1, last_sent : 1, lingering : 1,
-        backpressure : 1, shutdown_done : 1, eof : 1;
+        backpressure : 1, shutdown_done : 1, eof : 1, served : 1;
 };
 
 struct mrd_http_request {
@@ -267,6 +310,96 @@ static long url_decode(const char *src, size_t len, char *dst, size_t cap, int p
     return (long)o;
 }
 
+static int ratelim_take(ratelim *r, uint64_t now, uint64_t *suppressed)
+{
+    if (now < r->next_ms) {
+        r->suppressed++;
+        return 0;
+    }
+    *suppressed = r->suppressed;
+    r->suppressed = 0;
+    r->next_ms = now + LOG_EVERY_MS;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- clients */
+
+static unsigned client_hash(int family, const unsigned char *a, size_t len)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)family;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ a[i]) * 16777619u;
+    return h % CLIENT_BUCKETS;
+}
+
+/* The conn's peer address in a[16], its length, or 0 if unknown. */
+static size_t peer_addr(conn *c, int *family, unsigned char *a)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0)
+        return 0;
+    *family = ss.ss_family;
+    if (ss.ss_family == AF_INET) {
+        memcpy(a, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        return 4;
+    }
+    if (ss.ss_family == AF_INET6) {
+        memcpy(a, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        return 16;
+    }
+    return 0;
+}
+
+/* Counts c for its peer address. Returns 0, MRD_ETOOBIG when the address has
+ * max_connections_per_client conns already (c is not counted then), or
+ * MRD_ENOMEM. An address that cannot be read is not limited. */
+static int client_add(conn *c, char *name, size_t namelen)
+{
+    mrd_http_server *srv = c->srv;
+    unsigned char a[16];
+    int family = 0;
+    size_t len = peer_addr(c, &family, a);
+    name[0] = '\0';
+    if (len == 0)
+        return 0;
+    unsigned h = client_hash(family, a, len);
+    client *e = srv->clients[h];
+    while (e && (e->family != family || memcmp(e->addr, a, len) != 0))
+        e = e->next;
+    if (e && e->n >= srv->opt.max_connections_per_client) {
+        uv_inet_ntop(family, a, name, namelen);
+        return MRD_ETOOBIG;
+    }
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return MRD_ENOMEM;
+        e->family = family;
+        memcpy(e->addr, a, len);
+        e->next = srv->clients[h];
+        srv->clients[h] = e;
+    }
+    e->n++;
+    c->cl = e;
+    return 0;
+}
+
+static void client_remove(conn *c)
+{
+    client *e = c->cl;
+    c->cl = NULL;
+    if (!e || --e->n > 0)
+        return;
+    size_t len = e->family == AF_INET ? 4 : 16;
+    client **pp = &c->srv->clients[client_hash(e->family, e->addr, len)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = e->next;
+    free(e);
+}
+
 /* ------------------------------------------------------------------ writes */
 
 static void on_write(uv_write_t *w, int status)
@@ -381,6 +514,7 @@ static void on_conn_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
+    client_remove(c);
     mrd_http_parser_free(c->parser);
     free(c->own);
     free(c);
@@ -418,11 +552,26 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     uv_timer_start(&c->timer, on_timer_close, LINGER_MS, 0);
 }
 
+static void on_header_timeout(uv_timer_t *t)
+{
+    conn *c = t->data;
+    if (c->closing)
+        return;
+    c->srv->stats.header_timeouts++;
+    conn_close(c); /* nothing was sent: there is nobody to answer */
+}
+
 static void on_read_timeout(uv_timer_t *t)
 {
     conn *c = t->data;
     if (c->closing || c->inflight || c->last_sent)
         return;
+    if (mrd__http_parser_head_done(c->parser)) {
+        c->srv->stats.request_timeouts++;
+    } else {
+        c->srv->stats.header_timeouts++;
+        c->srv->stats.request_timeouts++;
+    }
     mrd_log(MRD_LOG_DEBUG, "http request timed out", MRD_I("port", c->srv->port));
     conn_send_error(c, 408, "request_timeout", "request not received in time", NULL, 0, 0, 1);
     conn_update(c);
@@ -532,11 +681,21 @@ static void conn_update(conn *c)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
     }
+    uint64_t now = uv_now(srv->loop);
     if (c->inflight) {
         uv_timer_stop(&c->timer);
     } else if (c->req_start) {
-        uint64_t now = uv_now(srv->loop), due = c->req_start + srv->opt.read_timeout_ms;
+        uint64_t due = c->req_start + srv->opt.read_timeout_ms;
+        if (!mrd__http_parser_head_done(c->parser) &&
+            c->req_start + srv->opt.header_timeout_ms < due)
+            due = c->req_start + srv->opt.header_timeout_ms;
+        if (!c->served && c->accepted_at + srv->opt.header_timeout_ms < due &&
+            !mrd__http_parser_head_done(c->parser))
+            due = c->accepted_at + srv->opt.header_timeout_ms;
         uv_timer_start(&c->timer, on_read_timeout, due > now ? due - now : 0, 0);
+    } else if (!c->served && !srv->stopping) {
+        uint64_t due = c->accepted_at + srv->opt.header_timeout_ms;
+        uv_timer_start(&c->timer, on_header_timeout, due > now ? due - now : 0, 0);
     } else if (srv->stopping && conn_idle(c) &&
                uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
         conn_close(c);
@@ -767,6 +926,7 @@ static void conn_process(conn *c)
         mrd_http_parsed *r = mrd_http_parser_take(c->parser);
         if (r) {
             c->req_start = 0;
+            c->served = 1;
             conn_dispatch(c, r);
             continue;
         }
@@ -802,19 +962,18 @@ static void conn_process(conn *c)
 
 /* --------------------------------------------------------------- server */
 
-static void on_connection(uv_stream_t *l, int status)
+/* Takes an accepted socket in (or closes it over a limit). */
+static void conn_accept(mrd_http_server *srv, int fd)
 {
-    mrd_http_server *srv = l->data;
-    if (status < 0 || srv->stopping)
-        return;
+    uint64_t now = uv_now(srv->loop), suppressed = 0;
     conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return;
-    c->srv = srv;
-    if (mrd_http_parser_init(&c->parser, srv->opt.max_header_bytes, srv->opt.max_body_bytes)) {
-        free(c);
+    if (!c) {
+        srv->stats.accept_errors++;
+        close(fd);
         return;
     }
+    c->srv = srv;
+    c->accepted_at = now;
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->timer);
     c->tcp.data = c;
@@ -825,13 +984,35 @@ static void on_connection(uv_stream_t *l, int status)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd);
+        srv->stats.accept_errors++;
         conn_close(c);
         return;
     }
+    srv->stats.accepted++;
     if (srv->nconns > srv->opt.max_connections) {
-        mrd_log(MRD_LOG_WARN, "http connection refused", MRD_S("reason", "max connections"),
-                MRD_U("max", srv->opt.max_connections));
+        srv->stats.refused_max++;
+        if (ratelim_take(&srv->log_max, now, &suppressed))
+            mrd_log(MRD_LOG_WARN, "http connection refused", MRD_S("reason", "max connections"),
+                    MRD_U("max", srv->opt.max_connections), MRD_U("suppressed", suppressed));
+        conn_close(c);
+        return;
+    }
+    char name[INET6_ADDRSTRLEN];
+    int rc = client_add(c, name, sizeof(name));
+    if (rc == MRD_ETOOBIG) {
+        srv->stats.refused_per_client++;
+        if (ratelim_take(&srv->log_per_client, now, &suppressed))
+            mrd_log(MRD_LOG_WARN, "http connection refused",
+                    MRD_S("reason", "max connections per client"), MRD_S("client", name),
+                    MRD_U("max", srv->opt.max_connections_per_client),
+                    MRD_U("suppressed", suppressed));
+        conn_close(c);
+        return;
+    }
+    if (rc != 0 ||
+        mrd_http_parser_init(&c->parser, srv->opt.max_header_bytes, srv->opt.max_body_bytes)) {
         conn_close(c);
         return;
     }
@@ -839,8 +1020,73 @@ static void on_connection(uv_stream_t *l, int status)
     conn_update(c);
 }
 
+static void on_listen_ready(uv_poll_t *h, int status, int events);
+
+static void on_pause_end(uv_timer_t *t)
+{
+    mrd_http_server *srv = t->data;
+    if (!srv->stopping)
+        uv_poll_start(&srv->listener, UV_READABLE, on_listen_ready);
+}
+
+/* Out of fds: drop what is pending with the spare fd's room, then stop
+ * polling the listener for a while (it stays readable: polling it now
+ * would spin). */
+static void accept_starved(mrd_http_server *srv, int err)
+{
+    uint64_t now = uv_now(srv->loop), suppressed = 0;
+    srv->stats.accept_errors++;
+    if (ratelim_take(&srv->log_accept, now, &suppressed))
+        mrd_log(MRD_LOG_WARN, "http accept failed", MRD_S("error", strerror(err)),
+                MRD_U("connections", srv->nconns), MRD_U("suppressed", suppressed));
+    if (srv->spare_fd >= 0) {
+        close(srv->spare_fd);
+        srv->spare_fd = -1;
+        for (int i = 0; i < ACCEPT_BATCH; i++) {
+            int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0)
+                break;
+            close(fd);
+            srv->stats.accept_errors++;
+        }
+        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    uv_poll_stop(&srv->listener);
+    uv_timer_start(&srv->pause_timer, on_pause_end, ACCEPT_PAUSE_MS, 0);
+}
+
+static void on_listen_ready(uv_poll_t *h, int status, int events)
+{
+    mrd_http_server *srv = h->data;
+    (void)events;
+    if (srv->stopping)
+        return;
+    if (status < 0) {
+        accept_starved(srv, -status);
+        return;
+    }
+    for (int i = 0; i < ACCEPT_BATCH && !srv->stopping; i++) {
+        int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_accept(srv, fd);
+            continue;
+        }
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK)
+            return;
+        if (e == EINTR || e == ECONNABORTED || e == EPROTO)
+            continue;
+        accept_starved(srv, e); /* EMFILE, ENFILE, ENOBUFS, ENOMEM */
+        return;
+    }
+}
+
 static void server_free(mrd_http_server *srv)
 {
+    if (srv->lfd >= 0)
+        close(srv->lfd);
+    if (srv->spare_fd >= 0)
+        close(srv->spare_fd);
     free(srv->routes);
     free(srv->segs);
     free(srv);
@@ -952,11 +1198,6 @@ static int listen_socket(const char *host, int port, int *fd_out, int *bound_por
     return 0;
 }
 
-static void on_listener_failed(uv_handle_t *h)
-{
-    server_free(h->data);
-}
-
 int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
                           const mrd_http_server_options *opt)
 {
@@ -966,6 +1207,7 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
     mrd_http_server *srv = calloc(1, sizeof(*srv));
     if (!srv)
         return MRD_ENOMEM;
+    srv->lfd = srv->spare_fd = -1;
     srv->loop = loop;
     srv->opt = *opt;
     if (!srv->opt.host)
@@ -978,8 +1220,12 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
         srv->opt.read_timeout_ms = 10000;
     if (!srv->opt.idle_timeout_ms)
         srv->opt.idle_timeout_ms = 60000;
+    if (!srv->opt.header_timeout_ms)
+        srv->opt.header_timeout_ms = 5000;
     if (!srv->opt.max_connections)
         srv->opt.max_connections = 20000;
+    if (!srv->opt.max_connections_per_client)
+        srv->opt.max_connections_per_client = srv->opt.max_connections;
     int rc = compile_routes(srv);
     if (rc) {
         server_free(srv);
@@ -992,22 +1238,20 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
         return rc;
     }
     srv->opt.host = NULL; /* not kept: the caller's string may go */
-    uv_tcp_init(loop, &srv->listener);
-    srv->listener.data = srv;
-    rc = uv_tcp_open(&srv->listener, fd);
-    if (rc)
-        close(fd);
-    else
-        rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+    srv->lfd = fd;
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    rc = uv_poll_init(loop, &srv->listener, fd);
     if (rc) {
-        /* not expected after a successful listen(); the server is freed by
-         * the close callback on the next loop turn */
-        uv_close((uv_handle_t *)&srv->listener, on_listener_failed);
+        server_free(srv);
         return rc;
     }
+    srv->listener.data = srv;
+    uv_poll_start(&srv->listener, UV_READABLE, on_listen_ready);
     uv_timer_init(loop, &srv->stop_timer);
     srv->stop_timer.data = srv;
-    srv->handles_open = 2;
+    uv_timer_init(loop, &srv->pause_timer);
+    srv->pause_timer.data = srv;
+    srv->handles_open = 3;
     *out = srv;
     return 0;
 }
@@ -1015,6 +1259,17 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
 int mrd_http_server_port(const mrd_http_server *srv)
 {
     return srv ? srv->port : -1;
+}
+
+void mrd_http_server_stats_get(const mrd_http_server *srv, mrd_http_server_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!srv)
+        return;
+    *out = srv->stats;
+    out->open = srv->nconns;
+    out->max_connections = srv->opt.max_connections;
+    out->max_connections_per_client = srv->opt.max_connections_per_client;
 }
 
 static void on_stop_timeout(uv_timer_t *t)
@@ -1033,6 +1288,9 @@ void mrd_http_server_stop(mrd_http_server *srv, void (*done)(void *arg), void *a
     srv->done = done;
     srv->done_arg = arg;
     uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
+    close(srv->lfd); /* the poll stopped in uv_close: no new conns queue */
+    srv->lfd = -1;
+    uv_close((uv_handle_t *)&srv->pause_timer, on_server_handle_closed);
     for (conn *c = srv->conns; c; c = c->next)
         conn_update(c); /* closes idle conns; others close after answering */
     uv_timer_start(&srv->stop_timer, on_stop_timeout, srv->opt.read_timeout_ms, 0);

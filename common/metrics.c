@@ -244,3 +244,37 @@ int mrd_metrics_sample_int(mrd_metrics_buf *b, const mrd_metric_label *labels, s
     snprintf(num, sizeof(num), "%" PRId64, value);
     return sample(b, labels, nlabels, num);
 }
+
+static void stat_family(mrd_metrics_buf *b, const char *name, mrd_metric_type t, const char *help,
+                        uint64_t v)
+{
+    mrd_metrics_family(b, name, t, help);
+    mrd_metrics_sample_int(b, NULL, 0, (int64_t)v);
+}
+
+int mrd_metrics_http_server(mrd_metrics_buf *b, const mrd_http_server_stats *st)
+{
+    stat_family(b, "meridian_http_connections", MRD_METRIC_GAUGE, "HTTP connections open now.",
+                st->open);
+    stat_family(b, "meridian_http_connections_max", MRD_METRIC_GAUGE,
+                "HTTP connection cap (from the fd limit unless configured).", st->max_connections);
+    stat_family(b, "meridian_http_connections_per_client_max", MRD_METRIC_GAUGE,
+                "HTTP connection cap per client address.", st->max_connections_per_client);
+    stat_family(b, "meridian_http_connections_accepted_total", MRD_METRIC_COUNTER,
+                "HTTP connections accepted.", st->accepted);
+    mrd_metrics_family(b, "meridian_http_connections_refused_total", MRD_METRIC_COUNTER,
+                       "HTTP connections closed right after accept, by reason.");
+    mrd_metric_label l = {"reason", "max_connections"};
+    mrd_metrics_sample_int(b, &l, 1, (int64_t)st->refused_max);
+    l.value = "per_client";
+    mrd_metrics_sample_int(b, &l, 1, (int64_t)st->refused_per_client);
+    stat_family(b, "meridian_http_accept_errors_total", MRD_METRIC_COUNTER,
+                "accept() failures (EMFILE, ENFILE, ENOMEM...).", st->accept_errors);
+    stat_family(b, "meridian_http_header_timeouts_total", MRD_METRIC_COUNTER,
+                "HTTP connections closed for not sending a complete request head in time.",
+                st->header_timeouts);
+    stat_family(b, "meridian_http_request_timeouts_total", MRD_METRIC_COUNTER,
+                "HTTP requests answered 408 (head or body not complete in time).",
+                st->request_timeouts);
+    return b->err;
+}

@@ -15,6 +15,7 @@
 
 #include "controller.h"
 #include "meridian/error.h"
+#include "meridian/limits.h"
 
 static void h_health(mrd_http_request *req, mrd_http_response *res, void *data)
 {
@@ -155,5 +156,17 @@ int mrd__api_start(mrd_ctl *ctl)
     opt.nroutes = nbase + nops;
     opt.auth = ctl->auth;
     opt.data = ctl;
+    /* The connection cap leaves fds for the store connections, libcurl
+     * (pokes, cutover calls, webhooks) and files. */
+    mrd_fd_budget fdb;
+    mrd_fd_budget_init(&fdb, 256, ctl->cfg.http_max_connections);
+    opt.max_connections = fdb.max_connections;
+    opt.max_connections_per_client = ctl->cfg.http_max_per_client;
+    opt.header_timeout_ms = ctl->cfg.http_header_timeout_ms;
+    mrd_log(MRD_LOG_INFO, "connection limits", MRD_U("nofile_before", fdb.soft_before),
+            MRD_U("nofile", fdb.soft), MRD_U("nofile_hard", fdb.hard),
+            MRD_U("reserve", fdb.reserve), MRD_U("max_connections", opt.max_connections),
+            MRD_U("max_connections_per_client", opt.max_connections_per_client),
+            MRD_U("header_timeout_ms", opt.header_timeout_ms));
     return mrd_http_server_start(&ctl->http, ctl->loop, &opt);
 }

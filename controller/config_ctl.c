@@ -6,6 +6,8 @@
  *   {"name": "ctl-eu-1", "region": "eu", "listen": "127.0.0.1:7001",
  *    "advertise_url": "http://127.0.0.1:7001", "store": "host=... dbname=...",
  *    "lease_ttl_ms": 5000, "tick_ms": 250, "log_level": "info",
+ *    "http": {"max_connections": 20000, "max_connections_per_client": 1024,
+ *             "header_timeout_ms": 5000},
  *    "tokens": [{"name": "ops", "token": "...", "role": "operator"}]}
  */
 #include <stdio.h>
@@ -26,6 +28,15 @@ static const mrd_cfg_field token_fields[] = {
 };
 static const mrd_cfg_schema token_schema = {token_fields, 3};
 
+/* The API server's limits; the connection cap defaults to what the fd limit
+ * allows (controller/api.c). */
+static const mrd_cfg_field http_fields[] = {
+    {"max_connections", MRD_CFG_INT, 0, 16, 1000000, NULL, 0, NULL},
+    {"max_connections_per_client", MRD_CFG_INT, 0, 1, 1000000, NULL, 0, NULL},
+    {"header_timeout_ms", MRD_CFG_INT, 0, 100, 600000, NULL, 0, NULL},
+};
+static const mrd_cfg_schema http_schema = {http_fields, 3};
+
 static const mrd_cfg_field ctl_fields[] = {
     {"name", MRD_CFG_STRING, 1, 1, 63, NULL, 0, NULL},
     {"region", MRD_CFG_STRING, 1, 1, 63, NULL, 0, NULL},
@@ -36,6 +47,7 @@ static const mrd_cfg_field ctl_fields[] = {
     {"tick_ms", MRD_CFG_INT, 0, 10, 10000, NULL, 0, NULL},
     {"log_level", MRD_CFG_STRING, 0, 0, 0, log_levels, 0, NULL},
     {"debug_endpoints", MRD_CFG_BOOL, 0, 0, 0, NULL, 0, NULL},
+    {"http", MRD_CFG_OBJECT, 0, 0, 0, NULL, 0, &http_schema},
     {"tokens", MRD_CFG_ARRAY, 1, 1, 1000, NULL, MRD_CFG_OBJECT, &token_schema},
     {"agent_token", MRD_CFG_STRING, 0, 16, 511, NULL, 0, NULL},
     {"regions", MRD_CFG_ARRAY, 0, 0, MRD_VIEW_MAX_REGIONS, NULL, MRD_CFG_OBJECT,
@@ -90,6 +102,10 @@ int mrd__ctl_config_load(mrd_ctl *ctl, const char *path, char *err, size_t errle
     c->lease_ttl_ms = (uint64_t)mrd_cfg_int(root, "lease_ttl_ms", 5000);
     c->tick_ms = (uint64_t)mrd_cfg_int(root, "tick_ms", 250);
     c->debug_endpoints = mrd_cfg_bool(root, "debug_endpoints", 0);
+    json_t *http = json_object_get(root, "http");
+    c->http_max_connections = (unsigned)mrd_cfg_int(http, "max_connections", 0);
+    c->http_max_per_client = (unsigned)mrd_cfg_int(http, "max_connections_per_client", 1024);
+    c->http_header_timeout_ms = (uint64_t)mrd_cfg_int(http, "header_timeout_ms", 5000);
     snprintf(c->agent_token, sizeof(c->agent_token), "%s", mrd_cfg_str(root, "agent_token", ""));
     if (mrd_log_level_parse(mrd_cfg_str(root, "log_level", "info"), &c->log_level) != 0)
         c->log_level = MRD_LOG_INFO;

@@ -32,6 +32,9 @@ typedef struct {
     uint64_t lease_ttl_ms;
     uint64_t tick_ms;
     int debug_endpoints;
+    unsigned http_max_connections; /* 0: from the fd limit */
+    unsigned http_max_per_client;
+    uint64_t http_header_timeout_ms;
     char agent_token[512]; /* to wake agents up (POST /v1/agent/poke) */
     mrd_log_level log_level;
 } mrd_ctl_config;

@@ -169,6 +169,9 @@ static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
     }
     gauge(&b, "meridian_heartbeat_batch_nodes", "Nodes whose latest report awaits a flush.",
           (double)json_object_size(in->batch));
+    mrd_http_server_stats hs;
+    mrd_http_server_stats_get(ctl->http, &hs);
+    mrd_metrics_http_server(&b, &hs);
     service_metrics(ctl, &b);
     mrd__cutover_metrics(ctl, &b); /* drift, repairs, fencing (leader) */
     mrd__checkpoint_metrics(ctl, &b);

@@ -2,12 +2,17 @@
 # Meridian's whole test run: installs what is missing, builds (normal,
 # sanitizer, fuzz), starts a throw-away PostgreSQL, PowerDNS and etcd on
 # 127.0.0.1, runs every test with ctest (the end-to-end tests, label e2e,
-# only in the normal build), runs each fuzz target for a bounded
-# time, stops the servers it started, and exits non-zero on any failure.
+# only in the normal build; every fuzz corpus is replayed there by the
+# fuzz_replay.* tests), runs each fuzz target for a bounded time (new inputs
+# it finds are kept, see MERIDIAN_FUZZ_OUT), stops the servers it started,
+# and exits non-zero on any failure.
 #
 #   ./tests/run.sh              everything
 #   MERIDIAN_NO_ASAN=1          skip the sanitizer build (quicker local loop)
-#   MERIDIAN_FUZZ_SECONDS=N     seconds per fuzz target (default 30; 0 skips)
+#   MERIDIAN_FUZZ_SECONDS=N     seconds per fuzz target (default 20; 0 skips);
+#                               11 targets: about 4 minutes in all
+#   MERIDIAN_FUZZ_OUT=DIR       where new inputs and crashes go (default
+#                               build-fuzz/new-inputs/<UTC time>; kept)
 #   ./tests/run.sh -R regex     extra arguments go to ctest
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +22,7 @@ cd "$ROOT"
 
 mrd_install_deps
 JOBS=$(nproc 2>/dev/null || echo 2)
-FUZZ_SECONDS=${MERIDIAN_FUZZ_SECONDS:-30}
+FUZZ_SECONDS=${MERIDIAN_FUZZ_SECONDS:-20}
 
 echo "== build" >&2
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -57,17 +62,24 @@ if [ "$FUZZ_SECONDS" != 0 ] && ls tests/fuzz/fuzz_*.c >/dev/null 2>&1; then
     CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DMERIDIAN_FUZZ=ON \
         -DMERIDIAN_TESTS=OFF -DCMAKE_C_COMPILER=clang >/dev/null
     cmake --build build-fuzz -j"$JOBS"
+    FUZZ_OUT=${MERIDIAN_FUZZ_OUT:-$ROOT/build-fuzz/new-inputs/$(date -u +%Y%m%dT%H%M%SZ)}
+    echo "== fuzz output (new inputs, crashes): $FUZZ_OUT" >&2
     for src in tests/fuzz/fuzz_*.c; do
         name=$(basename "$src" .c)
-        corpus=tests/fuzz/corpus/${name#fuzz_}
-        work=$MRD_TMP/fuzz-$name && mkdir -p "$work" && cp -r "$corpus/." "$work/" 2>/dev/null || true
+        short=${name#fuzz_}
+        # new inputs go to the first directory; the seeds are only read
+        new=$FUZZ_OUT/$short && mkdir -p "$new"
         echo "-- $name" >&2
         ./build-fuzz/tests/fuzz/"$name" -max_total_time="$FUZZ_SECONDS" -max_len=65536 \
-            -print_final_stats=1 "$work" >"$MRD_TMP/$name.log" 2>&1 || {
-            tail -50 "$MRD_TMP/$name.log" >&2
+            -print_final_stats=1 -artifact_prefix="$FUZZ_OUT/$short-" "$new" \
+            "tests/fuzz/corpus/$short" >"$FUZZ_OUT/$name.log" 2>&1 || {
+            tail -50 "$FUZZ_OUT/$name.log" >&2
+            echo "   crash input: $(ls "$FUZZ_OUT/$short-"* 2>/dev/null | head -1)" >&2
+            echo "   to keep it fixed: add it to tests/fuzz/corpus/$short/ with the fix" >&2
             status=1
         }
-        grep -E 'stat::number_of_executed_units' "$MRD_TMP/$name.log" >&2 || true
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$FUZZ_OUT/$name.log")
+        echo "   ${execs:-?} executions, $(find "$new" -type f | wc -l) new inputs in $new" >&2
     done
 fi
 

@@ -10,8 +10,12 @@
  * - auth per route (auth.h): 401 without/with an unknown token, 403 with a
  *   token whose role the route does not allow;
  * - limits: header bytes (431), body bytes (413), time to receive a whole
- *   request once its first byte arrived (408, slow clients), idle keep-alive
- *   time (connection closed), maximum connections (new ones closed);
+ *   request once its first byte arrived (408, slow clients), time to receive
+ *   a request's head (a new connection that sends nothing in time is closed,
+ *   one that sent part of a head gets 408), idle keep-alive time (connection
+ *   closed), maximum connections in all and per client address (new ones
+ *   closed at once); refusals, timeouts and accept errors are counted
+ *   (mrd_http_server_stats) and logged at most once per 10 s per kind;
  * - errors are JSON: {"error": {"code": "...", "message": "..."}};
  * - handlers may answer later (long-poll, answer after a store commit): the
  *   mrd_http_response stays valid until mrd_http_respond*() is called once,
@@ -50,8 +54,12 @@ typedef struct {
     size_t max_header_bytes;  /* default 16 KiB */
     size_t max_body_bytes;    /* default 1 MiB */
     uint64_t read_timeout_ms; /* whole request once started; default 10000 */
-    uint64_t idle_timeout_ms; /* keep-alive idle; default 60000 */
-    unsigned max_connections; /* default 20000 */
+    /* request head: from accept (first request) or from the first byte of a
+     * later one; default 5000 */
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;            /* keep-alive idle; default 60000 */
+    unsigned max_connections;            /* default 20000 */
+    unsigned max_connections_per_client; /* per peer address; default max_connections */
     const mrd_http_route *routes;
     size_t nroutes;
     const mrd_auth *auth; /* may be NULL only if every route is open */
@@ -68,6 +76,19 @@ int mrd_http_server_start(mrd_http_server **out, uv_loop_t *loop,
 void mrd_http_server_set_auth(mrd_http_server *srv, const mrd_auth *auth);
 /* The port actually bound (useful with port 0). */
 int mrd_http_server_port(const mrd_http_server *srv);
+
+/* Counters since start (for /metrics). */
+typedef struct {
+    uint64_t accepted;           /* connections taken in */
+    uint64_t refused_max;        /* closed at once: max_connections reached */
+    uint64_t refused_per_client; /* closed at once: that address has too many */
+    uint64_t accept_errors;      /* accept() failed (EMFILE, ENFILE, ENOMEM...) */
+    uint64_t header_timeouts;    /* closed: no complete request head in time */
+    uint64_t request_timeouts;   /* 408: head or body not complete in time */
+    unsigned open;               /* connections open now */
+    unsigned max_connections, max_connections_per_client;
+} mrd_http_server_stats;
+void mrd_http_server_stats_get(const mrd_http_server *srv, mrd_http_server_stats *out);
 /* Graceful stop; done(arg) runs once every handle is closed and the server
  * freed. In-flight requests are answered first (bounded by read_timeout_ms). */
 void mrd_http_server_stop(mrd_http_server *srv, void (*done)(void *arg), void *arg);

@@ -17,6 +17,8 @@
 #ifndef MERIDIAN_METRICS_H
 #define MERIDIAN_METRICS_H
 
+#include "meridian/http_server.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,5 +71,9 @@ int mrd_metrics_sample_double(mrd_metrics_buf *b, const mrd_metric_label *labels
                               double value);
 int mrd_metrics_sample_int(mrd_metrics_buf *b, const mrd_metric_label *labels, size_t nlabels,
                            int64_t value);
+
+/* The HTTP server's connection counters (mrd_http_server_stats) as the
+ * meridian_http_* families. Returns b->err. */
+int mrd_metrics_http_server(mrd_metrics_buf *b, const mrd_http_server_stats *st);
 
 #endif

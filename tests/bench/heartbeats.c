@@ -9,6 +9,12 @@
  * does. Requests go through the http_client (libcurl multi on libuv,
  * keep-alive); --connections caps its connections.
  *
+ * Attackers on the same controller, for the resource limits: --idle-conns K
+ * idle TCP connections that never send a byte (from --idle-sources
+ * 127.0.0.2.. addresses instead of 127.0.0.1, reopened when the server
+ * closes them with --idle-reconnect), and --bad-token-rate R requests a
+ * second with a token the controller does not know (expected: 401).
+ *
  * Prints achieved heartbeats/s, p50/p99/max answer latency, errors; with
  * --store, what the store holds (nodes and members seen in the last second,
  * rows inserted or updated per second from pg_stat_user_tables); with
@@ -54,6 +60,9 @@ typedef struct {
     long connections;
     long clients;
     long idle_conns;
+    long idle_sources;  /* 0: idle conns from 127.0.0.1; N: 127.0.0.2 .. N+1 */
+    int idle_reconnect; /* reopen an idle conn the server closed */
+    double bad_rate;    /* bad-token requests per second */
     long pid;
     long services; /* 0: every 3 agents share a service no config names */
 } opts;
@@ -108,7 +117,13 @@ struct bench {
     /* idle connections (a fleet's keep-alive sockets) */
     uv_tcp_t *idle;
     uv_connect_t *idle_req;
-    long idle_connected, idle_failed;
+    long idle_connected, idle_failed, idle_closed_by_server, idle_open_now;
+    struct sockaddr_in idle_addr;
+    int idle_stopping;
+    /* bad-token attacker */
+    mrd_http_client *bad;
+    const char *bad_headers[3];
+    uint64_t bad_next, bad_sent, bad_401, bad_other, bad_skipped;
 };
 
 static uint64_t mono_ns(void)
@@ -373,6 +388,7 @@ static void send_one(bench *b, agent *a, int measured)
 }
 
 static void idle_close_all(bench *b);
+static void bad_tick(bench *b, uint64_t now);
 
 static void on_tick(uv_timer_t *t)
 {
@@ -385,6 +401,8 @@ static void on_tick(uv_timer_t *t)
         b->tick_late20 += lag > 20000000ull;
     }
     b->last_tick_ns = now;
+    if (!b->sending_done)
+        bad_tick(b, now);
     if (!b->sending_done) {
         double el = (double)(now - b->start_ns) / 1e9;
         uint64_t due = (uint64_t)(el * (double)b->o.agents * b->o.rate);
@@ -414,20 +432,83 @@ static void on_tick(uv_timer_t *t)
         uv_close((uv_handle_t *)t, NULL);
         for (long i = 0; i < b->nclients; i++)
             mrd_http_client_close(b->clients[i]);
+        if (b->bad)
+            mrd_http_client_close(b->bad);
         idle_close_all(b);
     }
 }
 
-/* ---- idle keep-alive connections ---- */
+/* ---- idle connections (attackers with --idle-sources) ---- */
+
+static void idle_connect(bench *b, long i);
+
+/* After the server closed it: reopened with --idle-reconnect. */
+static void on_idle_closed(uv_handle_t *h)
+{
+    bench *b = h->data;
+    long i = (long)((uv_tcp_t *)h - b->idle);
+    b->idle_open_now--;
+    if (b->o.idle_reconnect && !b->idle_stopping)
+        idle_connect(b, i);
+}
+
+/* After a failed connect or at the end: not reopened (bounded). */
+static void on_idle_closed_final(uv_handle_t *h)
+{
+    bench *b = h->data;
+    b->idle_open_now--;
+}
+
+static void idle_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
+{
+    static char scratch[256];
+    (void)h;
+    (void)sz;
+    *buf = uv_buf_init(scratch, sizeof(scratch));
+}
+
+/* The server closed it (header timeout, or refused over a cap). */
+static void idle_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    bench *b = s->data;
+    (void)buf;
+    if (n >= 0)
+        return;
+    b->idle_closed_by_server++;
+    if (!uv_is_closing((uv_handle_t *)s))
+        uv_close((uv_handle_t *)s, on_idle_closed);
+}
 
 static void on_idle_connect(uv_connect_t *req, int status)
 {
     bench *b = req->data;
-    if (status == 0) {
+    if (status == 0 && !b->idle_stopping) {
         b->idle_connected++;
+        uv_read_start(req->handle, idle_alloc, idle_read);
     } else {
+        b->idle_failed += status != 0;
+        if (!uv_is_closing((uv_handle_t *)req->handle))
+            uv_close((uv_handle_t *)req->handle, on_idle_closed_final);
+    }
+}
+
+static void idle_connect(bench *b, long i)
+{
+    uv_tcp_init(b->loop, &b->idle[i]);
+    b->idle[i].data = b;
+    b->idle_open_now++;
+    if (b->o.idle_sources > 0) {
+        struct sockaddr_in src;
+        char ip[32];
+        snprintf(ip, sizeof(ip), "127.0.0.%ld", 2 + i % b->o.idle_sources);
+        uv_ip4_addr(ip, 0, &src);
+        uv_tcp_bind(&b->idle[i], (const struct sockaddr *)&src, 0);
+    }
+    b->idle_req[i].data = b;
+    if (uv_tcp_connect(&b->idle_req[i], &b->idle[i], (const struct sockaddr *)&b->idle_addr,
+                       on_idle_connect) != 0) {
         b->idle_failed++;
-        uv_close((uv_handle_t *)req->handle, NULL);
+        uv_close((uv_handle_t *)&b->idle[i], on_idle_closed_final);
     }
 }
 
@@ -446,8 +527,7 @@ static void idle_open(bench *b)
         if (hp[hl] == ':')
             port = atoi(hp + hl + 1);
     }
-    struct sockaddr_in addr;
-    if (uv_ip4_addr(host, port, &addr) != 0) {
+    if (uv_ip4_addr(host, port, &b->idle_addr) != 0) {
         fprintf(stderr, "bench_heartbeats: --idle-conns needs a numeric IPv4 URL\n");
         b->idle_failed = b->o.idle_conns;
         return;
@@ -458,22 +538,54 @@ static void idle_open(bench *b)
         b->idle_failed = b->o.idle_conns;
         return;
     }
-    for (long i = 0; i < b->o.idle_conns; i++) {
-        uv_tcp_init(b->loop, &b->idle[i]);
-        b->idle_req[i].data = b;
-        if (uv_tcp_connect(&b->idle_req[i], &b->idle[i], (const struct sockaddr *)&addr,
-                           on_idle_connect) != 0) {
-            b->idle_failed++;
-            uv_close((uv_handle_t *)&b->idle[i], NULL);
-        }
-    }
+    for (long i = 0; i < b->o.idle_conns; i++)
+        idle_connect(b, i);
 }
 
 static void idle_close_all(bench *b)
 {
+    b->idle_stopping = 1;
     for (long i = 0; b->idle && i < b->o.idle_conns; i++)
         if (!uv_is_closing((uv_handle_t *)&b->idle[i]))
-            uv_close((uv_handle_t *)&b->idle[i], NULL);
+            uv_close((uv_handle_t *)&b->idle[i], on_idle_closed_final);
+}
+
+/* ---- bad-token attacker ---- */
+
+static void on_bad_answer(const mrd_http_client_result *res, void *data)
+{
+    bench *b = data;
+    if (res->error == NULL && res->status == 401)
+        b->bad_401++;
+    else
+        b->bad_other++;
+}
+
+/* Sends the bad-token requests due by now (at most 1000 in flight). */
+static void bad_tick(bench *b, uint64_t now)
+{
+    if (!b->bad)
+        return;
+    double el = (double)(now - b->start_ns) / 1e9;
+    uint64_t due = (uint64_t)(el * b->o.bad_rate);
+    static const char body[] = "{\"node\":\"attacker\"}";
+    for (; b->bad_next < due; b->bad_next++) {
+        if (mrd_http_client_pending(b->bad) > 1000) {
+            b->bad_skipped++;
+            continue;
+        }
+        mrd_http_client_req req = {0};
+        req.method = "POST";
+        req.url = b->url;
+        req.body = body;
+        req.body_len = sizeof(body) - 1;
+        req.headers = b->bad_headers;
+        req.timeout_ms = REQ_TIMEOUT_MS;
+        if (mrd_http_client_request(b->bad, &req, on_bad_answer, b) == 0)
+            b->bad_sent++;
+        else
+            b->bad_other++;
+    }
 }
 
 static int cmp_double(const void *x, const void *y)
@@ -505,7 +617,11 @@ static void usage(void)
                     "  --connections   cap on each client's connections, kept open (default:\n"
                     "                  agents per client, one per agent like a fleet)\n"
                     "  --idle-conns    extra idle TCP connections held open to the controller,\n"
-                    "                  like a fleet's keep-alive sockets (default 0)\n"
+                    "                  that never send a byte (default 0)\n"
+                    "  --idle-sources N  open them from 127.0.0.2 .. 127.0.0.(N+1), not\n"
+                    "                  127.0.0.1 (the agents' address)\n"
+                    "  --idle-reconnect  reopen each idle connection the server closes\n"
+                    "  --bad-token-rate R  also send R requests/s with an unknown token\n"
                     "  --store         libpq conninfo of the store: rows written, freshness\n"
                     "  --controller-pid  sample the controller's RSS and CPU\n"
                     "  --services S    agents host the members of S services (svc-0..), member\n"
@@ -528,6 +644,9 @@ static int parse_opts(int argc, char **argv, opts *o)
         {"controller-pid", required_argument, NULL, 'p'},
         {"clients", required_argument, NULL, 'k'},
         {"services", required_argument, NULL, 'S'},
+        {"idle-sources", required_argument, NULL, 'I'},
+        {"idle-reconnect", no_argument, NULL, 'R'},
+        {"bad-token-rate", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -575,6 +694,15 @@ static int parse_opts(int argc, char **argv, opts *o)
         case 'S':
             o->services = atol(optarg);
             break;
+        case 'I':
+            o->idle_sources = atol(optarg);
+            break;
+        case 'R':
+            o->idle_reconnect = 1;
+            break;
+        case 'B':
+            o->bad_rate = atof(optarg);
+            break;
         default:
             return -1;
         }
@@ -583,7 +711,8 @@ static int parse_opts(int argc, char **argv, opts *o)
         !(o->rate > 0 && o->rate <= 1000) || !(o->seconds >= 1 && o->seconds <= 86400) ||
         !(o->warmup >= 0 && o->warmup <= 600) || o->connections < 0 || o->idle_conns < 0 ||
         o->clients < 0 || o->clients > 10000 || o->idle_conns > 100000 || o->services < 0 ||
-        o->services > o->agents)
+        o->services > o->agents || o->idle_sources < 0 || o->idle_sources > 250 ||
+        !(o->bad_rate >= 0 && o->bad_rate <= 100000))
         return -1;
     return 0;
 }
@@ -658,6 +787,16 @@ int main(int argc, char **argv)
         return 1;
     if (o->idle_conns > 0)
         idle_open(b);
+    if (o->bad_rate > 0) {
+        b->bad_headers[0] = "Authorization: Bearer not-a-token-of-this-controller-0123";
+        b->bad_headers[1] = "Content-Type: application/json";
+        b->bad_headers[2] = NULL;
+        if (mrd_http_client_init(&b->bad, b->loop) != 0 ||
+            mrd_http_client_set_max_connections(b->bad, 64) != 0) {
+            fprintf(stderr, "bench_heartbeats: http client init failed\n");
+            return 1;
+        }
+    }
 
     double total = (o->warmup + o->seconds) * (double)o->agents * o->rate;
     b->total = (uint64_t)total;
@@ -699,6 +838,16 @@ int main(int argc, char **argv)
            achieved, (double)o->agents * o->rate, b->ok, b->errors, b->overruns, b->recorded_true);
     if (b->first_error[0])
         printf("first error: %s\n", b->first_error);
+    if (o->idle_conns > 0)
+        printf("idle attackers: %ld connects, %ld closed by the server, %ld failed, %ld sources, "
+               "reconnect %s\n",
+               b->idle_connected, b->idle_closed_by_server, b->idle_failed, o->idle_sources,
+               o->idle_reconnect ? "on" : "off");
+    if (o->bad_rate > 0)
+        printf("bad-token attacker: %" PRIu64 " sent (%.0f/s), %" PRIu64 " answered 401, %" PRIu64
+               " other, %" PRIu64 " skipped (1000 in flight)\n",
+               b->bad_sent, (double)b->bad_sent / (o->warmup + o->seconds), b->bad_401,
+               b->bad_other, b->bad_skipped);
     printf("latency ms: p50 %.2f  p99 %.2f  max %.2f\n", p50, p99, mx);
     printf("generator loop: longest stall %.1f ms, tick late > 20 ms %" PRIu64
            " times (its own delays count in the latency)\n",
@@ -731,10 +880,12 @@ int main(int argc, char **argv)
     printf("RESULT agents=%ld rate=%.3f target=%.0f achieved=%.1f ok=%" PRIu64 " errors=%" PRIu64
            " overruns=%" PRIu64 " p50_ms=%.3f p99_ms=%.3f max_ms=%.3f"
            " nodes_fresh=%.0f members_fresh=%.0f rows_s=%.0f hwm_kb=%ld rss_kb=%ld"
-           " ctl_cpu_pct=%.1f gen_cpu_pct=%.1f primary_p50_ms=%.3f primary_p99_ms=%.3f\n",
+           " ctl_cpu_pct=%.1f gen_cpu_pct=%.1f primary_p50_ms=%.3f primary_p99_ms=%.3f"
+           " idle_connects=%ld idle_closed=%ld bad_sent=%" PRIu64 " bad_401=%" PRIu64 "\n",
            o->agents, o->rate, (double)o->agents * o->rate, achieved, b->ok, b->errors, b->overruns,
            p50, p99, mx, nodes_avg, members_avg, rows_s, s.hwm_kb, s.rss_max_kb, ctl_cpu,
-           100.0 * self_cpu / (o->seconds + o->warmup), pp50, pp99);
+           100.0 * self_cpu / (o->seconds + o->warmup), pp50, pp99, b->idle_connected,
+           b->idle_closed_by_server, b->bad_sent, b->bad_401);
     fflush(stdout);
     uv_loop_close(b->loop);
     free(b->lat);

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -1020,5 +1021,135 @@ Test(http_server, options_star_and_bad_target)
     cr_assert_eq(r.status, 404);
     cr_assert_eq(r.body_len, 0);
     resp_free(&r);
+    stop_server();
+}
+
+static client *cl_open_from(const char *src)
+{
+    client *c = calloc(1, sizeof(*c));
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(c->fd, 0);
+    struct timeval tv = {10, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    cr_assert_eq(inet_pton(AF_INET, src, &me.sin_addr), 1);
+    cr_assert_eq(bind(c->fd, (struct sockaddr *)&me, sizeof(me)), 0, "%s", strerror(errno));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)F.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+    c->cap = 1 << 20;
+    c->buf = malloc(c->cap);
+    return c;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1000.0 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+Test(http_server, header_timeout)
+{
+    mrd_http_server_options o = {0};
+    o.header_timeout_ms = 300;
+    start_with(&o);
+    resp r;
+
+    /* a connection that sends nothing is closed without an answer */
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    client *c = cl_open();
+    cr_assert(cl_sees_close(c), "silent connection was not closed");
+    cr_assert_eq(c->len, 0, "a silent connection got bytes");
+    cr_assert_geq(ms_since(&t0), 250);
+    cl_close(c);
+
+    /* part of a head: 408 after the header timeout (the read timeout is 10 s) */
+    c = cl_open();
+    cl_sends(c, "GET /v1/status HTTP/1.1\r\nHost: x\r\n");
+    cr_assert_eq(cl_read(c, &r, 0), 0);
+    assert_error(&r, 408, "request_timeout");
+    resp_free(&r);
+    cr_assert(cl_sees_close(c));
+    cl_close(c);
+
+    /* a served keep-alive connection may idle longer than the header timeout
+     * (idle_timeout_ms applies), but its next head must come in time too */
+    c = cl_open();
+    cl_sends(c, "GET /v1/status HTTP/1.1\r\n\r\n");
+    cr_assert_eq(cl_read(c, &r, 0), 0);
+    cr_assert_eq(r.status, 200);
+    resp_free(&r);
+    sleep_ms(600);
+    cl_sends(c, "GET /v1/status HTTP/1.1\r\n\r\n");
+    cr_assert_eq(cl_read(c, &r, 0), 0);
+    cr_assert_eq(r.status, 200);
+    resp_free(&r);
+    cl_sends(c, "GET /v1/status HTTP/1.1\r\n");
+    cr_assert_eq(cl_read(c, &r, 0), 0);
+    assert_error(&r, 408, NULL);
+    resp_free(&r);
+    cl_close(c);
+
+    /* a body may take the read timeout once the head is in */
+    c = cl_open();
+    cl_sends(c, "POST /v1/echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{");
+    sleep_ms(600);
+    cl_sends(c, "}");
+    cr_assert_eq(cl_read(c, &r, 0), 0);
+    cr_assert_eq(r.status, 201);
+    resp_free(&r);
+    cl_close(c);
+
+    mrd_http_server_stats st;
+    mrd_http_server_stats_get(F.srv, &st);
+    cr_assert_eq(st.header_timeouts, 3);
+    cr_assert_eq(st.request_timeouts, 2);
+    stop_server();
+}
+
+Test(http_server, max_connections_per_client)
+{
+    mrd_http_server_options o = {0};
+    o.max_connections_per_client = 2;
+    start_with(&o);
+    resp r;
+    client *a = cl_open_from("127.0.0.1"), *b = cl_open_from("127.0.0.1");
+    cl_sends(a, "GET /v1/status HTTP/1.1\r\n\r\n");
+    cr_assert_eq(cl_read(a, &r, 0), 0);
+    resp_free(&r);
+    cl_sends(b, "GET /v1/status HTTP/1.1\r\n\r\n");
+    cr_assert_eq(cl_read(b, &r, 0), 0);
+    resp_free(&r);
+    client *c = cl_open_from("127.0.0.1"); /* a third from the same address */
+    cr_assert(cl_sees_close(c));
+    cl_close(c);
+    client *d = cl_open_from("127.0.0.2"); /* another address is not affected */
+    cl_sends(d, "GET /v1/status HTTP/1.1\r\n\r\n");
+    cr_assert_eq(cl_read(d, &r, 0), 0);
+    cr_assert_eq(r.status, 200);
+    resp_free(&r);
+    mrd_http_server_stats st;
+    mrd_http_server_stats_get(F.srv, &st);
+    cr_assert_eq(st.refused_per_client, 1);
+    cr_assert_eq(st.refused_max, 0);
+    cr_assert_eq(st.max_connections_per_client, 2);
+    /* the slot comes back once a connection of that address closes */
+    cl_close(b);
+    int ok = 0;
+    for (int i = 0; i < 100 && !ok; i++) {
+        c = cl_open_from("127.0.0.1");
+        send(c->fd, "GET /v1/status HTTP/1.1\r\n\r\n", 27, MSG_NOSIGNAL);
+        ok = cl_read(c, &r, 0) == 0;
+        if (ok)
+            resp_free(&r);
+        cl_close(c);
+        if (!ok)
+            sleep_ms(50);
+    }
+    cr_assert(ok);
+    cl_close(a);
+    cl_close(d);
     stop_server();
 }
