@@ -12,7 +12,9 @@
  *   the RPO bound: with no candidate the answer is an alert;
  * - never a FAILOVER to replace a silent, unfenced primary before its last
  *   recorded contact + isolation_timeout + isolation_margin (WAIT instead);
- * - never a FAILOVER when the vantage quorum does not see the primary down.
+ * - never a FAILOVER of a silent primary when the vantage quorum does not see
+ *   it down; a primary whose live agent reports it critical or fenced is down
+ *   first-hand and needs no quorum (a hung PostgreSQL keeps its port open).
  * Bad input (NULL, counts out of range, names without a terminating NUL
  * within MRD_NAME_MAX) gives ALERT invalid_view, never a crash.
  */
@@ -522,7 +524,14 @@ mrd_decision_kind mrd_decide(const mrd_view *v, const mrd_policy *p, uint64_t no
             "primary %s down (%s); auto_failover is off", pm->node, state);
         return out->kind;
     }
-    if (!quorum(v, p, now, out)) {
+    /* The vantage quorum guards the controllers' blind spot: a primary that
+     * is silent to them may be up for everyone else. A primary whose agent is
+     * heard reporting it critical (a hung or stopped PostgreSQL: its queries
+     * time out) or fenced is down first-hand; vantage points that still see
+     * its port open (tcp) cannot overrule that, so their votes are only
+     * counted and reported. */
+    int seen_down = quorum(v, p, now, out);
+    if (out->primary_state == MRD_REASON_PRIMARY_SILENT && !seen_down) {
         say(out, MRD_DECISION_ALERT, MRD_REASON_QUORUM_NOT_REACHED,
             "primary %s down (%s) here, but only %u of %u needed vantage points agree (%u see "
             "it up)",

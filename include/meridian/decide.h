@@ -256,9 +256,12 @@ typedef struct {
  *     + each region other than the primary region whose fresh verdict is up or
  *     down (unknown/stale abstain). majority: down > voters / 2 (a tie is not
  *     a majority); integer N: down >= N. Not reached -> ALERT
- *     quorum_not_reached. So a partition between the controller and the
- *     primary region alone, with the other regions still seeing it up, never
- *     fails over.
+ *     quorum_not_reached -- for a SILENT primary only. So a partition
+ *     between the controller and the primary region alone, with the other
+ *     regions still seeing it up, never fails over. A primary whose agent is
+ *     heard reporting it critical or fenced is down first-hand: the votes are
+ *     counted and reported but do not block (a hung PostgreSQL keeps its
+ *     port open, so a tcp vantage point sees it up).
  *  6. last failover less than min_failover_interval_s ago -> ALERT anti_flap.
  *  7. candidates: every member except the primary, role replica, not fenced,
  *     not silent, health passing or warning, lag_bytes <= max_lag_bytes and
