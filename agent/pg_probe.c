@@ -247,6 +247,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
     if (r->phase == PP_DONE)
         return;
     if (status < 0) {
+        /* libuv reports POLLERR (a refused connect, a reset) as an error
+         * and stops watching: libpq says what happened on its next step. */
+        pp_poll *was = h->data;
+        step(r, r->events);
+        if (r->phase == PP_DONE || (r->poll && r->poll != was))
+            return; /* ended, or the step watches a new socket */
         end(r, 0, "connection: %s", uv_strerror(status));
         return;
     }
@@ -262,6 +268,8 @@ static const char *waiting_for(const pp_run *r)
         return "tcp connect not completed";
     case CONNECTION_MADE:
     case CONNECTION_AWAITING_RESPONSE:
+    case CONNECTION_SSL_STARTUP:
+    case CONNECTION_GSS_STARTUP:
         return "no answer to the startup packet";
     default:
         return "connection not ready";
