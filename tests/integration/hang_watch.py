@@ -63,6 +63,7 @@ class TwoWritable:
         self.d = d
         self.seen = []  # (monotonic time, regions) with more than one region
         self.samples = 0
+        self.thawed = None  # when the frozen region was resumed
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
@@ -79,6 +80,13 @@ class TwoWritable:
     def close(self):
         self.stop.set()
         self.thread.join(10)
+
+    def describe(self):
+        """The samples that saw two writable members, each said to be before
+        or after the frozen region was resumed."""
+        return ["%s %.2f s %s the resume" % ("+".join(w), abs(t - self.thawed),
+                                             "after" if t >= self.thawed else "before")
+                for t, w in self.seen[:5]] if self.thawed else self.seen[:5]
 
 
 def hung_failover(d, freeze, thaw, hold_s, what):
@@ -108,7 +116,7 @@ def hung_failover(d, freeze, thaw, hold_s, what):
     finally:
         writer.close()
         thaw()
-    t_thaw = time.monotonic()
+    t_thaw = sampler.thawed = time.monotonic()
     h.wait_until(lambda: "eu" not in d.writable(), 30,
                  what="the old primary eu accepting no writes after it resumed")
     h.log("%s (%s profile): eu accepts no writes %.2f s after it resumed"

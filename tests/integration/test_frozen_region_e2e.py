@@ -39,7 +39,7 @@ def region_frozen(profile):
 
     took, region, sampler, t_first = hung_failover(d, freeze, thaw, 12.0, "eu region frozen")
     assert region == "us", "us has the higher priority: %s" % region
-    assert not sampler.seen, "two writable members at once: %s" % sampler.seen[:3]
+    assert not sampler.seen, "two writable members at once: %s" % sampler.describe()
     late = [w for w in d.writes if w[2] == d.pg["eu"].port and w[1] > t_first]
     h.log("eu region frozen (%s profile): %d writes acknowledged by eu after the new primary "
           "took one" % (profile, len(late)))

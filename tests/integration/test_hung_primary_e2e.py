@@ -26,7 +26,7 @@ def pg_frozen(profile):
     took, region, sampler, t_first = hung_failover(d, eu.freeze, eu.thaw, 15.0,
                                                    "eu postgresql frozen")
     assert region == "us", "us has the higher priority: %s" % region
-    assert not sampler.seen, "two writable members at once: %s" % sampler.seen[:3]
+    assert not sampler.seen, "two writable members at once: %s" % sampler.describe()
     late = [w for w in d.writes if w[2] == eu.port and w[1] > t_first]
     assert not late, ("the frozen old primary acknowledged %d writes after the new primary "
                       "took one (first %.2f s after): %s"
