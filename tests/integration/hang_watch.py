@@ -8,7 +8,8 @@ test_frozen_region_e2e.py), on a Deployment of mrd_deploy.py:
                     waits on the frozen primary until that resumes.)
   TwoWritable       samples Deployment.writable() until stopped and keeps
                     every sample in which more than one member accepted a
-                    write.
+                    write; the deployment's per-member Sampler runs too and
+                    its two_writable() must be empty.
   hung_failover     the scenario both files run: freeze, wait for the first
                     write on a new primary (the time from the freeze is
                     printed, not asserted), hold the freeze, resume, wait
@@ -100,8 +101,9 @@ def hung_failover(d, freeze, thaw, hold_s, what):
     time.sleep(1.0)
     leader = d.leader()
     sampler = TwoWritable(d)
+    per_member = d.sampler_start()
     writer = NewPrimaryWriter(d, "eu")
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     freeze()
     h.log("%s (%s profile): eu frozen; leader %s" % (what, d.profile, leader.name))
     try:
@@ -117,13 +119,21 @@ def hung_failover(d, freeze, thaw, hold_s, what):
         writer.close()
         thaw()
     t_thaw = sampler.thawed = time.monotonic()
+    thaw_wall = time.time()
     h.wait_until(lambda: "eu" not in d.writable(), 30,
                  what="the old primary eu accepting no writes after it resumed")
     h.log("%s (%s profile): eu accepts no writes %.2f s after it resumed"
           % (what, d.profile, time.monotonic() - t_thaw))
     time.sleep(1.0)
     sampler.close()
+    per_member.stop()
     d.writer_stop()
+    d.log_timeline(per_member, t0_wall)
+    pairs = per_member.two_writable()
+    assert not pairs, ("two members accepted writes at once (per-member sampler), %d times: %s"
+                       % (len(pairs), ["%s+%s at %+.2f s (eu resumed at %+.2f s)"
+                                       % (a[0], b[0], b[1] - t0_wall, thaw_wall - t0_wall)
+                                       for a, b in pairs[:5]]))
     op = d.latest_operation()
     assert op and op["kind"] == "failover" and op["actor"] == "meridian", op
     svc = d.service()
