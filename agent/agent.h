@@ -5,6 +5,7 @@
  *   agent_config.c  JSON configuration -> mrd__agent_config (validated)
  *   exec.c          child processes with timeout, kill and bounded output
  *   checks.c        scheduled checks and cross-region probes
+ *   pg_probe.c      one postgresql probe: new connection + query, one timeout
  *   member.c        PostgreSQL/exec members: replication state and actions
  *   commands.c      controller commands: epoch fencing, at-most-once, results
  *   peer.c          peer lease API (server) and lease renewal (client)
@@ -73,6 +74,9 @@ typedef struct {
     const char *host;             /* tcp */
     int port;                     /* tcp */
     const char **argv;            /* exec */
+    /* probes: the target as reported in heartbeats (a postgresql probe's
+     * conninfo without its password and other options) */
+    char shown_target[MRD_PROTO_TARGET_MAX];
 } mrd__check_cfg;
 
 typedef struct {
@@ -98,7 +102,7 @@ typedef struct {
     size_t nmembers;
     mrd__check_cfg *checks;
     size_t nchecks;
-    mrd__check_cfg *probes; /* probes reuse tcp/http checks; name = region */
+    mrd__check_cfg *probes; /* probes reuse tcp/http/postgresql checks; name = region */
     size_t nprobes;
 } mrd__agent_config;
 
@@ -151,7 +155,7 @@ typedef struct {
     char output[MRD_PROTO_OUTPUT_MAX];
     uint64_t duration_ms;
     double latency_ms;
-    mrd_pg *pg; /* postgresql checks: a persistent reconnecting connection */
+    mrd_pg *pg; /* postgresql checks (not probes): a persistent reconnecting connection */
 } mrd__check;
 
 /* A command waiting for or in execution on one member. */
@@ -263,6 +267,16 @@ void mrd__checks_stop(mrd__agent *a);
 /* Whether a member is healthy by its checks (every critical check that
  * applies to it passing; a check not run yet counts as passing). */
 int mrd__checks_member_healthy(const mrd__agent *a, const char *member);
+
+/* pg_probe.c: one postgresql probe run: a new connection, the query (NULL
+ * or "": SELECT 1), closed again, all within timeout_ms. cb runs exactly
+ * once with ok and a one-line message (valid during the call): before this
+ * returns on an immediate failure (bad conninfo, out of memory), else from
+ * the loop, at the latest when timeout_ms has passed. conninfo and query
+ * must stay valid until cb has run. */
+typedef void (*mrd__pg_probe_cb)(int ok, const char *message, void *data);
+void mrd__pg_probe_run(uv_loop_t *loop, const char *conninfo, const char *query,
+                       uint64_t timeout_ms, mrd__pg_probe_cb cb, void *data);
 
 /* member.c: start the members' connections (returns 0, or MRD_ENOMEM / an
  * error of mrd_pg_start; a->nmembers counts what started, for _stop) / close

@@ -23,7 +23,7 @@
 static const char *const member_kinds[] = {"postgresql", "exec", NULL};
 static const char *const fence_modes[] = {"read_only", "stop", "exec", NULL};
 static const char *const check_kinds[] = {"postgresql", "http", "tcp", "exec", NULL};
-static const char *const probe_kinds[] = {"tcp", "http", NULL};
+static const char *const probe_kinds[] = {"tcp", "http", "postgresql", NULL};
 static const char *const weights[] = {"critical", "warning", NULL};
 static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
 
@@ -96,6 +96,7 @@ static const mrd_cfg_field probe_fields[] = {
     STR("target", 1),
     INT("interval_ms", 0, 100, 3600000),
     INT("timeout_ms", 0, 10, 600000),
+    STR("query", 0),
 };
 static const mrd_cfg_schema probe_schema = {probe_fields,
                                             sizeof(probe_fields) / sizeof(probe_fields[0])};
@@ -247,6 +248,31 @@ static int load_members(mrd__agent_config *cfg, const json_t *arr, char *err, si
     return 0;
 }
 
+/* What a postgresql probe reports as its target: host, hostaddr, port,
+ * dbname and user of the conninfo (never its password), e.g. "host=10.0.0.2
+ * port=5432 user=meridian"; cut to size. Returns 0, or -1 when libpq cannot
+ * parse the conninfo. */
+static int shown_conninfo(const char *conninfo, char *out, size_t size)
+{
+    static const char *const keys[] = {"host", "hostaddr", "port", "dbname", "user"};
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    size_t n = 0;
+    if (!opts)
+        return -1;
+    out[0] = '\0';
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
+            if (strcmp(o->keyword, keys[k]) != 0 || !o->val || !o->val[0] || n + 1 >= size)
+                continue;
+            int w = snprintf(out + n, size - n, "%s%s=%s", n ? " " : "", o->keyword, o->val);
+            n = w < 0 ? n : (size_t)w >= size - n ? size - 1 : n + (size_t)w;
+        }
+    PQconninfoFree(opts);
+    if (n == 0) /* a heartbeat's target is never empty */
+        snprintf(out, size, "libpq defaults");
+    return 0;
+}
+
 static int load_check(mrd__check_cfg *c, const json_t *o, const char *path, int probe, char *err,
                       size_t errlen, int *oom)
 {
@@ -271,8 +297,12 @@ static int load_check(mrd__check_cfg *c, const json_t *o, const char *path, int 
         return MRD_ENOMEM;
     switch (c->kind) {
     case MRD__CHECK_PG:
+        if (probe)
+            c->conninfo = target;
         if (!c->conninfo)
             return cfg_fail(err, errlen, "%s.conninfo: is required for postgresql", path);
+        if (probe && shown_conninfo(c->conninfo, c->shown_target, sizeof(c->shown_target)))
+            return cfg_fail(err, errlen, "%s.target: must be a libpq conninfo or URI", path);
         break;
     case MRD__CHECK_HTTP:
         if (c->expect_body && (c->expect_body[0] == '\0' || strlen(c->expect_body) > 1024))

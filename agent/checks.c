@@ -8,9 +8,11 @@
  *               and the body contains expect_body when one is set
  *   tcp         uv_tcp_connect with a timer that abandons it at timeout
  *   exec        a child process (exec.c): exit 0 passes
- * A failing check takes its weight (critical or warning). Probes are tcp or
- * http checks whose result is reported as {region, target, ok, latency_ms,
- * error}.
+ * A failing check takes its weight (critical or warning). Probes are tcp,
+ * http or postgresql checks whose result is reported as {region, target, ok,
+ * latency_ms, error}; a postgresql probe opens a new connection for every
+ * run (pg_probe.c: connect and query within its one timeout), since a kept
+ * connection or a TCP connect says nothing about a server that hangs.
  *
  * Nothing here blocks; every run ends within its timeout. On stop the timers
  * are closed; runs in flight complete (bounded by their timeouts) into
@@ -58,6 +60,18 @@ static void on_pg(int err, PGresult *res, void *data)
         finish(c, 0, "%s", PQresultErrorMessage(res));
     else
         finish(c, 0, "%s", mrd_strerror(err));
+}
+
+/* A probe: a new connection every run (pg_probe.c), never the kept one */
+static void on_pg_probe(int ok, const char *message, void *data)
+{
+    finish(data, ok, "%s", message);
+}
+
+static void run_pg_probe(mrd__check *c)
+{
+    mrd__pg_probe_run(c->agent->loop, c->cfg->conninfo, c->cfg->query, c->cfg->timeout_ms,
+                      on_pg_probe, c);
 }
 
 static void run_pg(mrd__check *c)
@@ -255,7 +269,10 @@ static void on_timer(uv_timer_t *t)
     c->started_ms = mrd__now_ms(c->agent);
     switch (c->cfg->kind) {
     case MRD__CHECK_PG:
-        run_pg(c);
+        if (c->is_probe)
+            run_pg_probe(c);
+        else
+            run_pg(c);
         break;
     case MRD__CHECK_HTTP:
         run_http(c);
@@ -274,7 +291,7 @@ static int start_one(mrd__agent *a, mrd__check *c, const mrd__check_cfg *cfg, in
     c->agent = a;
     c->cfg = cfg;
     c->is_probe = probe;
-    if (cfg->kind == MRD__CHECK_PG) {
+    if (cfg->kind == MRD__CHECK_PG && !probe) {
         mrd_pg_options o = {0};
         o.conninfo = cfg->conninfo;
         o.query_timeout_ms = cfg->timeout_ms;

@@ -97,7 +97,9 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
         mrd_hb_probe *x = &r->probes[r->nprobes++];
         snprintf(x->region, sizeof(x->region), "%s", c->cfg->name);
         snprintf(x->target, sizeof(x->target), "%s",
-                 c->cfg->kind == MRD__CHECK_HTTP ? c->cfg->url : c->cfg->host);
+                 c->cfg->kind == MRD__CHECK_HTTP ? c->cfg->url
+                 : c->cfg->kind == MRD__CHECK_PG ? c->cfg->shown_target
+                                                 : c->cfg->host);
         x->ok = c->ok;
         x->latency_ms = c->latency_ms;
         if (!c->ok)

@@ -12,7 +12,9 @@
  *   the RPO bound: with no candidate the answer is an alert;
  * - never a FAILOVER to replace a silent, unfenced primary before its last
  *   recorded contact + isolation_timeout + isolation_margin (WAIT instead);
- * - never a FAILOVER when the vantage quorum does not see the primary down.
+ * - never a FAILOVER when the vantage quorum does not see the primary down
+ *   (the primary's own agent, when heard reporting it critical or fenced, is
+ *   one of the vantage points).
  * Bad input (NULL, counts out of range, names without a terminating NUL
  * within MRD_NAME_MAX) gives ALERT invalid_view, never a crash.
  */
@@ -456,10 +458,13 @@ static int begin(const mrd_view *v, const mrd_policy *p, uint64_t now, mrd_decis
 
 /* ---- decide -------------------------------------------------------------- */
 
-/* Counts the vantage points; returns 1 if enough see the primary down. */
-static int quorum(const mrd_view *v, const mrd_policy *p, uint64_t now, mrd_decision *out)
+/* Counts the vantage points; returns 1 if enough see the primary down.
+ * agent_down: the primary's own agent, heard, reports it down (critical or
+ * fenced): one more vantage point, the closest one. */
+static int quorum(const mrd_view *v, const mrd_policy *p, uint64_t now, int agent_down,
+                  mrd_decision *out)
 {
-    uint32_t down = 1, up = 0; /* the controller's own view: down */
+    uint32_t down = 1 + (agent_down ? 1 : 0), up = 0; /* the controller's own view: down */
     for (size_t i = 0; i < v->nregions; i++) {
         const mrd_view_region *r = &v->regions[i];
         if (name_eq(r->name, v->primary_region) || r->verdict_ms == 0)
@@ -522,7 +527,12 @@ mrd_decision_kind mrd_decide(const mrd_view *v, const mrd_policy *p, uint64_t no
             "primary %s down (%s); auto_failover is off", pm->node, state);
         return out->kind;
     }
-    if (!quorum(v, p, now, out)) {
+    /* A primary whose agent is heard reporting it critical (a hung or
+     * stopped PostgreSQL: its status query and checks time out) or fenced
+     * adds the agent's vote to the controller's: with application-level
+     * (postgresql) probes, the other regions see a hung server down too; a
+     * check that fails only on the primary's own node is outvoted. */
+    if (!quorum(v, p, now, out->primary_state != MRD_REASON_PRIMARY_SILENT, out)) {
         say(out, MRD_DECISION_ALERT, MRD_REASON_QUORUM_NOT_REACHED,
             "primary %s down (%s) here, but only %u of %u needed vantage points agree (%u see "
             "it up)",

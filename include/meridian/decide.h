@@ -253,12 +253,15 @@ typedef struct {
  *  4. maintenance -> ALERT maintenance; auto_failover off -> ALERT
  *     auto_failover_off.
  *  5. vantage quorum: voters = the controller's own view (down, by step 2)
- *     + each region other than the primary region whose fresh verdict is up or
- *     down (unknown/stale abstain). majority: down > voters / 2 (a tie is not
- *     a majority); integer N: down >= N. Not reached -> ALERT
- *     quorum_not_reached. So a partition between the controller and the
- *     primary region alone, with the other regions still seeing it up, never
- *     fails over.
+ *     + the primary's own agent when it is heard (not silent) reporting the
+ *     primary critical or fenced (down) + each region other than the primary
+ *     region whose fresh verdict is up or down (unknown/stale abstain).
+ *     majority: down > voters / 2 (a tie is not a majority); integer N:
+ *     down >= N. Not reached -> ALERT quorum_not_reached. So a partition
+ *     between the controller and the primary region alone, with the other
+ *     regions still seeing it up, never fails over, nor does a check that
+ *     fails only on the primary's node. A hung PostgreSQL keeps its port
+ *     open: only application-level (postgresql) probes see it down.
  *  6. last failover less than min_failover_interval_s ago -> ALERT anti_flap.
  *  7. candidates: every member except the primary, role replica, not fenced,
  *     not silent, health passing or warning, lag_bytes <= max_lag_bytes and

@@ -259,7 +259,28 @@ for p in state.get("procs", []):
             os.kill(p["pid"], 9)
         except OSError:
             pass
+def thaw(d):
+    # a server frozen by PgCluster.freeze() cannot stop: SIGCONT it and its children
+    try:
+        with open(os.path.join(d, "postmaster.pid")) as f:
+            pm = int(f.readline())
+    except (OSError, ValueError):
+        return
+    for q in os.listdir("/proc"):
+        if not q.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % q) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(q) == pm or ppid == pm:
+            try:
+                os.kill(int(q), 18)
+            except OSError:
+                pass
 for d in state.get("pg", []):
+    thaw(d)
     subprocess.call(["runuser", "-u", "postgres", "--", pgbin + "/pg_ctl", "-D", d,
                      "-m", "immediate", "-w", "-t", "20", "stop"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -1049,12 +1070,46 @@ class PgCluster:
         wait_until(lambda: not self.is_in_recovery(), timeout_s, what="%s to leave recovery"
                    % self.name)
 
+    def freeze(self):
+        """SIGSTOPs the postmaster, then every backend and auxiliary process
+        of it: a hung server (I/O stall, stuck checkpoint, paused VM). The
+        kernel still completes TCP handshakes on its port. Only ours: the
+        PID from postmaster.pid, checked against its command line. Returns
+        the PIDs stopped; thaw() resumes them (cleanup does too)."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            raise HarnessError("postgres %s is not running: nothing to freeze" % self.name)
+        self._frozen = getattr(self, "_frozen", [])
+        os.kill(pid, signal.SIGSTOP)
+        self._frozen.append(pid)
+        for _ in range(5):  # a child forked just before the postmaster stopped
+            new = [k for k in _children_of(pid) if k not in self._frozen]
+            if not new:
+                break
+            for k in new:
+                try:
+                    os.kill(k, signal.SIGSTOP)
+                    self._frozen.append(k)
+                except ProcessLookupError:
+                    pass
+        return list(self._frozen)
+
+    def thaw(self):
+        """SIGCONTs what freeze() stopped, postmaster last."""
+        pids, self._frozen = getattr(self, "_frozen", []), []
+        for p in reversed(pids):
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def destroy(self):
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.initialized = False
 
     def _cleanup(self):
+        self.thaw()  # a frozen server cannot stop
         try:
             if self.running():
                 self.stop("immediate", timeout_s=30)

@@ -132,9 +132,15 @@ class Deployment:
                      "checks": [{"name": "pg", "kind": "postgresql", "conninfo": conn,
                                  "interval_ms": every, "timeout_ms": every,
                                  "member": "orders-" + r}],
-                     "probes": [{"region": o, "kind": "tcp",
-                                 "target": "%s:%d" % (self.host[o], self.pg[o].port),
-                                 "interval_ms": every, "timeout_ms": every}
+                     # application-level probes: a tcp connect succeeds
+                     # against a frozen PostgreSQL, a query does not. Each
+                     # run is a new connection (a backend fork): not too often
+                     "probes": [{"region": o, "kind": "postgresql",
+                                 "target": "host=%s port=%d user=postgres "
+                                 "dbname=postgres application_name=probe-%s"
+                                 % (self.host[o], self.pg[o].port, r),
+                                 "interval_ms": max(500, self.heartbeat_ms),
+                                 "timeout_ms": max(500, self.heartbeat_ms)}
                                 for o, _ in REGIONS if o != r]}
             extra.update(agent_extra or {})
             self.agents[r] = h.Agent("node-" + r, r, ctls, self.tmp, log_level=log_level,

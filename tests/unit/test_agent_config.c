@@ -87,6 +87,36 @@ Test(agent_config, full)
     mrd__agent_config_free(&cfg);
 }
 
+Test(agent_config, postgresql_probe)
+{
+    mrd__agent_config cfg;
+    char err[256];
+    const char *text =
+        "{" BASE ",\"probes\":["
+        "{\"region\":\"us\",\"kind\":\"postgresql\",\"target\":\"host=10.0.0.2 port=5433 "
+        "user=meridian password=s3cret dbname=postgres sslmode=require\",\"timeout_ms\":700},"
+        "{\"region\":\"ap\",\"kind\":\"postgresql\",\"query\":\"SELECT 2\","
+        "\"target\":\"postgresql://probe:pw@10.0.0.3:5434/app\"},"
+        "{\"region\":\"sa\",\"kind\":\"postgresql\",\"target\":\"sslmode=disable\"}]}";
+    cr_assert_eq(load(text, &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg.nprobes, 3);
+    cr_assert_eq(cfg.probes[0].kind, MRD__CHECK_PG);
+    cr_assert_str_eq(cfg.probes[0].name, "us");
+    cr_assert_str_eq(cfg.probes[0].conninfo, "host=10.0.0.2 port=5433 user=meridian "
+                                             "password=s3cret dbname=postgres sslmode=require");
+    cr_assert_eq(cfg.probes[0].timeout_ms, 700);
+    cr_assert_eq(cfg.probes[0].interval_ms, 1000);
+    cr_assert_str_eq(cfg.probes[0].query, "SELECT 1");
+    /* what heartbeats report: never the password, nor the other options */
+    cr_assert_str_eq(cfg.probes[0].shown_target,
+                     "host=10.0.0.2 port=5433 dbname=postgres user=meridian");
+    cr_assert_str_eq(cfg.probes[1].query, "SELECT 2");
+    cr_assert_str_eq(cfg.probes[1].shown_target, "host=10.0.0.3 port=5434 dbname=app user=probe");
+    cr_assert_null(strstr(cfg.probes[1].shown_target, "pw"));
+    cr_assert_str_eq(cfg.probes[2].shown_target, "libpq defaults");
+    mrd__agent_config_free(&cfg);
+}
+
 static void expect_error(const char *body, const char *prefix)
 {
     mrd__agent_config cfg;
@@ -144,6 +174,14 @@ Test(agent_config, errors_name_the_key)
                  "checks[0].timeout_ms: must not exceed interval_ms");
     expect_error(BASE ",\"probes\":[{\"region\":\"us\",\"kind\":\"exec\",\"target\":\"x\"}]",
                  "probes[0].kind");
+    expect_error(BASE ",\"probes\":[{\"region\":\"us\",\"kind\":\"postgresql\","
+                      "\"target\":\"host=x port\"}]",
+                 "probes[0].target: must be a libpq conninfo or URI");
+    expect_error(BASE ",\"probes\":[{\"region\":\"us\",\"kind\":\"postgresql\"}]",
+                 "probes[0].target");
+    expect_error(BASE ",\"probes\":[{\"region\":\"us\",\"kind\":\"postgresql\","
+                      "\"target\":\"host=x\",\"conninfo\":\"host=y\"}]",
+                 "probes[0].conninfo");
 }
 
 Test(agent_config, shipped_example_loads)
@@ -157,5 +195,7 @@ Test(agent_config, shipped_example_loads)
     cr_assert_eq(mrd__agent_config_load(&cfg, path, err, sizeof(err)), 0, "%s: %s", path, err);
     cr_assert_eq(cfg.nmembers, 1);
     cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_READ_ONLY);
+    cr_assert_eq(cfg.nprobes, 1);
+    cr_assert_eq(cfg.probes[0].kind, MRD__CHECK_PG, "the example probes at the application level");
     mrd__agent_config_free(&cfg);
 }

@@ -231,6 +231,163 @@ static const tc cases[] = {
      .expect_node = "db-us-1",
      .not_before_in = 1500},
 
+    /* ---- hung primary: the port stays open (a tcp vantage point sees it up),
+     * nothing answers. Its live agent reports it critical with role unknown
+     * (the status query timed out) and counts as a vantage point; the other
+     * regions' postgresql probes see it down. Or the whole region is frozen
+     * (silent). ---- */
+    {.name = "hung: agent alive reports critical, role unknown, vantages down: failover",
+     .regions = RG_DOWN,
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 2000,
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_CRITICAL,
+     .expect_node = "db-us-1"},
+    {.name = "hung fast: agent alive reports critical, role unknown, vantages down: failover",
+     .profile = "fast",
+     .regions = RG_DOWN,
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 500,
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_CRITICAL,
+     .expect_node = "db-us-1"},
+    {.name = "hung: agent alive reports critical, role primary, vantages down: failover",
+     .regions = RG_DOWN,
+     .members = {{EU1, .h = CRIT}, {US1}, {AP1}},
+     .down_since_ago = 2500,
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_CRITICAL,
+     .expect_node = "db-us-1"},
+    {.name = "hung: agent alive reports critical, within grace: wait for grace",
+     .regions = RG_DOWN,
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 1200,
+     .kind = K_NONE,
+     .reason = MRD_REASON_FAILURE_GRACE,
+     .not_before_in = 800},
+    {.name = "hung, tcp vantages: agent critical, both others see the port open: 2 of 4",
+     .regions = RG_UP,
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 3000,
+     .kind = K_ALERT,
+     .reason = MRD_REASON_QUORUM_NOT_REACHED},
+    {.name = "agent critical alone (its own check), others query it fine: no failover",
+     .profile = "fast",
+     .regions = RG_UP,
+     .members = {{EU1, .h = CRIT}, {US1}, {AP1}},
+     .down_since_ago = 5000,
+     .kind = K_ALERT,
+     .reason = MRD_REASON_QUORUM_NOT_REACHED},
+    {.name = "hung mixed: agent critical, one vantage down, one up: 3 of 4",
+     .regions = {{"eu", 1, UNKV, NEVER}, {"us", 2, UP, 100}, {"ap", 3, DOWN, 100}},
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 2000,
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_CRITICAL,
+     .expect_node = "db-us-1"},
+    {.name = "hung mixed: agent critical, one vantage up, one unknown: 2 of 3",
+     .regions = {{"eu", 1, UNKV, NEVER}, {"us", 2, UP, 100}, {"ap", 3, UNKV, 100}},
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 2000,
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_CRITICAL,
+     .expect_node = "db-us-1"},
+    {.name = "hung mixed: agent critical, two regions, the other sees it up: 2 of 3",
+     .regions = {{"eu", 1, UNKV, NEVER}, {"us", 2, UP, 100}},
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 2000,
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_CRITICAL,
+     .expect_node = "db-us-1"},
+    {.name = "fenced primary, agent alive, vantages down: failover",
+     .regions = RG_DOWN,
+     .members = {{EU1, .role = FEN, .fenced = 1}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 2000,
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_FENCED,
+     .expect_node = "db-us-1"},
+    {.name = "hung region: silent, every vantage down, past isolation: failover",
+     .regions = RG_DOWN,
+     .members = {{EU1, .seen = 5000}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_SILENT,
+     .expect_node = "db-us-1"},
+    {.name = "hung region fast: silent, every vantage down, past isolation: failover",
+     .profile = "fast",
+     .regions = RG_DOWN,
+     .members = {{EU1, .seen = 2000}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_SILENT,
+     .expect_node = "db-us-1"},
+    {.name = "hung region: silent, every vantage down, before isolation: wait",
+     .regions = RG_DOWN,
+     .members = {{EU1, .seen = 4500}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 2000,
+     .kind = K_WAIT,
+     .reason = MRD_REASON_ISOLATION_WAIT,
+     .expect_node = "db-us-1",
+     .not_before_in = 500},
+    {.name = "hung region: silent, vantages up (tcp sees the port open): no failover",
+     .regions = RG_UP,
+     .members = {{EU1, SILENT_LONG}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .kind = K_ALERT,
+     .reason = MRD_REASON_QUORUM_NOT_REACHED},
+    {.name = "hung mixed: silent after reporting critical: the agent's vote is gone",
+     .regions = {{"eu", 1, UNKV, NEVER}, {"us", 2, UP, 100}, {"ap", 3, UNKV, NEVER}},
+     .members = {{EU1, .role = UNKR, .h = CRIT, SILENT_LONG}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 8000,
+     .kind = K_ALERT,
+     .reason = MRD_REASON_QUORUM_NOT_REACHED},
+    {.name = "hung mixed: silent, one vantage down, one up: majority 2 of 3",
+     .regions = {{"eu", 1, UNKV, NEVER}, {"us", 2, DOWN, 100}, {"ap", 3, UP, 100}},
+     .members = {{EU1, SILENT_LONG}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_SILENT,
+     .expect_node = "db-us-1"},
+    {.name = "hung mixed: silent, one vantage up, one stale down: tie, no failover",
+     .regions = {{"eu", 1, UNKV, NEVER}, {"us", 2, UP, 100}, {"ap", 3, DOWN, 5000}},
+     .members = {{EU1, SILENT_LONG}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .kind = K_ALERT,
+     .reason = MRD_REASON_QUORUM_NOT_REACHED},
+    {.name = "hung: critical but maintenance: alert, no failover",
+     .regions = RG_DOWN,
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 3000,
+     .maintenance = 1,
+     .kind = K_ALERT,
+     .reason = MRD_REASON_MAINTENANCE},
+    {.name = "hung: critical, the only replica unreachable too: no candidate",
+     .regions = RG_DOWN,
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1, .role = UNKR, .h = CRIT}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 3000,
+     .kind = K_ALERT,
+     .reason = MRD_REASON_NO_CANDIDATE},
+    {.name = "hung: critical, anti-flap still applies",
+     .regions = RG_DOWN,
+     .members = {{EU1, .role = UNKR, .h = CRIT}, {US1}, {AP1}},
+     .primary_node = "db-eu-1",
+     .down_since_ago = 3000,
+     .last_failover_ago = 60000,
+     .kind = K_ALERT,
+     .reason = MRD_REASON_ANTI_FLAP},
+
     /* ---- vantage quorum ---- */
     {.name = "partition controller-primary only: others see it up",
      .regions = RG_UP,
@@ -782,6 +939,29 @@ Test(decide, plan_lists_every_candidate_with_its_verdict)
     for (size_t j = 0; j < d.ncandidates; j++)
         not_target += d.candidates[j].reason == MRD_REASON_NOT_TARGET;
     cr_assert_eq(not_target, 2, "db-ap-1 and db-ap-2 are acceptable but not in us");
+}
+
+Test(decide, agent_of_a_critical_primary_is_a_vantage_point)
+{
+    static mrd_view v;
+    static mrd_policy p;
+    static mrd_decision d;
+    base_view(&v, &p);
+    v.members[0].health = MRD_HEALTH_CRITICAL;
+    v.members[0].role = MRD_ROLE_UNKNOWN;
+    snprintf(v.primary_node, sizeof(v.primary_node), "db-eu-1");
+    v.primary_down_since_ms = NOW - 3000;
+    v.regions[1].verdict = MRD_VERDICT_UP;
+    v.regions[2].verdict = MRD_VERDICT_DOWN;
+    cr_assert_eq(mrd_decide(&v, &p, NOW, &d), MRD_DECISION_FAILOVER, "%s", d.text);
+    cr_assert_eq(d.votes_down, 3, "controller, the primary's agent, ap");
+    cr_assert_eq(d.votes_up, 1);
+    cr_assert_eq(d.votes_needed, 3);
+    /* silent: the agent is not heard, so it does not vote */
+    v.members[0].last_seen_ms = NOW - 10000;
+    mrd_decide(&v, &p, NOW, &d);
+    cr_assert_eq(d.votes_down, 2);
+    cr_assert_eq(d.votes_needed, 2);
 }
 
 Test(decide, quorum_counts_are_reported)
