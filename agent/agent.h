@@ -182,13 +182,14 @@ struct mrd__member {
     int busy;                /* a command executes */
     uv_timer_t wait_timer;   /* promote waiting for granted leases */
     /* failsafe */
-    mrd__lease_grants grants; /* as granter (we are a replica) */
-    uint64_t *peer_until;     /* as requester: lease end per peer (cfg order) */
-    unsigned char *peer_busy; /* a lease request to that peer is in flight */
-    uint64_t lease_logged_ms; /* last lease refusal logged at warn (rate limit) */
-    int self_fenced;          /* this process fenced it for isolation */
-    int self_fencing;         /* fence in progress */
-    int64_t promoted_epoch;   /* epoch of the last promote this process carried out */
+    mrd__lease_grants grants;    /* as granter (we are a replica) */
+    uint64_t *peer_until;        /* as requester: lease end per peer (cfg order) */
+    unsigned char *peer_busy;    /* a lease request to that peer is in flight */
+    uint64_t lease_logged_ms;    /* last lease refusal logged at warn (rate limit) */
+    int self_fenced;             /* this process fenced it for isolation */
+    int self_fencing;            /* fence in progress */
+    int64_t promoted_epoch;      /* epoch of the last promote this process carried out */
+    uint64_t promote_started_ms; /* a promote executes since (0: none executes) */
 };
 
 typedef struct {
