@@ -63,6 +63,33 @@ int mrd__pg_pid_parse(const char *text)
     return (int)v;
 }
 
+int mrd__pg_pid_socket_lock(const char *text, char *buf, size_t len)
+{
+    const char *line[6] = {0};
+    size_t n = 0;
+    for (const char *p = text; p && n < 6; n++) {
+        line[n] = p;
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    if (n < 5)
+        return MRD_EPARSE;
+    char port[16];
+    size_t pl = strcspn(line[3], "\n");
+    size_t dl = strcspn(line[4], "\n");
+    if (pl == 0 || pl >= sizeof(port) || strspn(line[3], "0123456789") != pl)
+        return MRD_EPARSE;
+    memcpy(port, line[3], pl);
+    port[pl] = '\0';
+    if (dl == 0)
+        return MRD_ENOTFOUND;
+    if (line[4][0] != '/')
+        return MRD_EPARSE;
+    int w = snprintf(buf, len, "%.*s/.s.PGSQL.%s.lock", (int)dl, line[4], port);
+    return w > 0 && (size_t)w < len ? 0 : MRD_EPARSE;
+}
+
 /* One decimal field (optional '-') at *p; advances past it. */
 static int field(const char **p, long long *v)
 {
@@ -176,7 +203,8 @@ typedef struct {
     int64_t uid, gid; /* -1: as is */
     demote_state state;
     uint64_t deadline;
-    proc_id *procs; /* [0]: the postmaster */
+    char pidfile[2048]; /* postmaster.pid as read at the start */
+    proc_id *procs;     /* [0]: the postmaster */
     size_t nprocs, cap;
     int killed;
     int64_t position;
@@ -265,10 +293,35 @@ static void on_started(int status, int timed_out, const char *output, void *data
     finish(d, d->to_primary ? MRD_EIO : 0, 1);
 }
 
+/* After a kill the lock files still name the dead postmaster, and a
+ * zombie answers kill(pid, 0): PostgreSQL would refuse to start ("another
+ * server might be running"). Every process is confirmed gone: remove the
+ * lock files that name it (and only those). */
+static void remove_lock_files(demote *d)
+{
+    char path[PATH_MAX + 32], lock[PATH_MAX + 32], buf[64];
+    snprintf(path, sizeof(path), "%s/postmaster.pid", d->data_dir);
+    int have_lock = mrd__pg_pid_socket_lock(d->pidfile, lock, sizeof(lock)) == 0;
+    const char *files[2] = {path, have_lock ? lock : NULL};
+    for (int i = 0; i < 2 && files[i]; i++) {
+        int fd = open(files[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = '\0';
+        if (mrd__pg_pid_parse(buf) == d->procs[0].pid && unlink(files[i]) != 0)
+            mrd_log(MRD_LOG_WARN, "cannot remove a stale lock file", MRD_S("path", files[i]),
+                    MRD_S("error", strerror(errno)));
+    }
+}
+
 /* Every process is gone: the fence holds. Position, signal file, start. */
 static void stopped(demote *d)
 {
     uv_timer_stop(&d->timer);
+    if (d->killed)
+        remove_lock_files(d);
     if (!d->to_primary) {
         uint64_t pos = d->killed ? 0 : mrd_pg_control_final_position(d->data_dir);
         d->position = pos <= INT64_MAX ? (int64_t)pos : 0;
@@ -447,16 +500,16 @@ int mrd__pg_demote_start(uv_loop_t *loop, const mrd__pg_demote_opts *o, mrd__pg_
     d->timer.data = d;
 
     /* the postmaster, read before anything is signalled */
-    char path[PATH_MAX + 32], buf[256];
+    char path[PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/postmaster.pid", d->data_dir);
     int pid = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        ssize_t n = read(fd, d->pidfile, sizeof(d->pidfile) - 1);
         close(fd);
         if (n > 0) {
-            buf[n] = '\0';
-            pid = mrd__pg_pid_parse(buf);
+            d->pidfile[n] = '\0';
+            pid = mrd__pg_pid_parse(d->pidfile);
         }
     }
     mrd__proc_stat ps;

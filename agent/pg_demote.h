@@ -22,6 +22,12 @@
  * Returns the PID (> 1), or 0 when the line is empty or not a PID. */
 int mrd__pg_pid_parse(const char *text);
 
+/* The lock file of the server's first unix socket, from postmaster.pid
+ * (line 4: port, line 5: the first socket directory; empty when it listens
+ * on TCP only): "<dir>/.s.PGSQL.<port>.lock" into buf. Returns 0, or
+ * MRD_ENOTFOUND when there is no socket, MRD_EPARSE when malformed. */
+int mrd__pg_pid_socket_lock(const char *text, char *buf, size_t len);
+
 typedef struct {
     int pid;
     char state; /* R S D T t Z X ... */

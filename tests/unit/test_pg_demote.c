@@ -88,3 +88,17 @@ Test(pg_demote, own_proc_stat_parses)
     cr_assert(st.state == 'R' || st.state == 'S');
     cr_assert_gt(st.starttime, 0);
 }
+
+Test(pg_demote, socket_lock_of_pid_file)
+{
+    char buf[256];
+    const char *pf = "4242\n/tmp/d/data\n1700000000\n5433\n/tmp/d\n127.0.0.1\n  5433001  "
+                     "32768\nready   \n";
+    cr_assert_eq(mrd__pg_pid_socket_lock(pf, buf, sizeof(buf)), 0);
+    cr_assert_str_eq(buf, "/tmp/d/.s.PGSQL.5433.lock");
+    cr_assert_eq(mrd__pg_pid_socket_lock("1\n/d\n1\n5433\n\n*\n", buf, sizeof(buf)), MRD_ENOTFOUND);
+    cr_assert_eq(mrd__pg_pid_socket_lock("1\n/d\n1\n54x3\n/s\n", buf, sizeof(buf)), MRD_EPARSE);
+    cr_assert_eq(mrd__pg_pid_socket_lock("1\n/d\n1\n5433\nrel\n", buf, sizeof(buf)), MRD_EPARSE);
+    cr_assert_eq(mrd__pg_pid_socket_lock("1\n/d\n", buf, sizeof(buf)), MRD_EPARSE);
+    cr_assert_eq(mrd__pg_pid_socket_lock(pf, buf, 8), MRD_EPARSE);
+}
