@@ -6,6 +6,7 @@
  *   exec.c          child processes with timeout, kill and bounded output
  *   checks.c        scheduled checks and cross-region probes
  *   member.c        PostgreSQL/exec members: replication state and actions
+ *   pg_demote.c     fence mode demote: stop/kill, confirm gone, start as standby
  *   commands.c      controller commands: epoch fencing, at-most-once, results
  *   peer.c          peer lease API (server) and lease renewal (client)
  *   heartbeat.c     heartbeat to the controllers, answer processing, and the

@@ -1,6 +1,7 @@
 /*
  * Child processes for exec checks, fence/unfence/promote commands of exec
- * members and the rejoin hook: uv_spawn in a new process group, stdout and
+ * members, the rejoin hook and pg_ctl of a demote (run as the data
+ * directory's owner: mrd__exec_start_as): uv_spawn in a new process group, stdout and
  * stderr into one buffer, output kept up to max_output bytes: its head and,
  * when it is longer, "..." and its last bytes (the rest is read
  * and dropped so the child never blocks on a full pipe), a timer that kills

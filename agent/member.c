@@ -11,14 +11,20 @@
  * receive position) - replay position; time = 0 when replay == receive,
  * else the database clock minus the last replayed commit time.
  *
- * Actions on PostgreSQL (fence read_only, unfence, promote) are constant
+ * Fence demote (the default) and its unfence are pg_demote.c: the server
+ * stopped or killed, every process confirmed gone, started again as a
+ * standby; the member then reports "fenced" until unfence or rejoin (the
+ * state survives a restart in state_dir/demoted.<service>).
+ * Other actions on PostgreSQL (fence read_only, unfence, promote) are constant
  * SQL statements; stop/exec fencing, exec members and the rejoin hook run
  * child processes (exec.c). Fence read_only: ALTER SYSTEM SET
  * default_transaction_read_only, reload, wait 50 ms for backends to take the
  * reload, then terminate every other client backend that holds a
  * transaction id or whose transaction began before the fence (it may have
  * begun read-write). It guards against ordinary clients; a client may still
- * SET the parameter off in its session: the hard fence is mode "stop".
+ * SET the parameter off in its session, and against a frozen server its
+ * reload and terminations are signals not yet received: the hard fence is
+ * mode "demote".
  *
  * Every action calls its done callback exactly once. Nothing here decides
  * whether an action may run: commands.c (epochs, at-most-once) does.
