@@ -465,6 +465,20 @@ static void log_file_of(int pid, char *out, size_t len)
     snprintf(out, len, "%s", buf);
 }
 
+/* A stale postmaster.pid may name a PID reused by anything: only a process
+ * whose working directory is the data directory (the postmaster chdirs
+ * there at start) is signalled. Unreadable: not ours. */
+static int is_postmaster_of(int pid, const char *data_dir)
+{
+    char link[64], cwd[PATH_MAX], want[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/%d/cwd", pid);
+    ssize_t n = readlink(link, cwd, sizeof(cwd) - 1);
+    if (n <= 0 || !realpath(data_dir, want))
+        return 0;
+    cwd[n] = '\0';
+    return strcmp(cwd, want) == 0;
+}
+
 int mrd__pg_demote_start(uv_loop_t *loop, const mrd__pg_demote_opts *o, mrd__pg_demote_cb cb,
                          void *data)
 {
@@ -513,6 +527,12 @@ int mrd__pg_demote_start(uv_loop_t *loop, const mrd__pg_demote_opts *o, mrd__pg_
         }
     }
     mrd__proc_stat ps;
+    if (pid > 1 && proc_read(pid, &ps) == 1 && !mrd__proc_state_gone(ps.state) &&
+        !is_postmaster_of(pid, d->data_dir)) {
+        mrd_log(MRD_LOG_WARN, "postmaster.pid names another process: not signalled",
+                MRD_S("member", d->member), MRD_I("pid", pid));
+        pid = 0;
+    }
     if (pid > 1 && proc_read(pid, &ps) == 1 && !mrd__proc_state_gone(ps.state)) {
         d->procs[0].pid = pid;
         d->procs[0].starttime = ps.starttime;
