@@ -32,7 +32,16 @@ test = h.test
 @test
 def frozen_primary():
     d = Deployment(profile="fast")
-    d.wait_ready()
+    # The profile's 125 ms check timeout cannot connect on a loaded machine
+    # (2 cores shared by several test runs): the checks get 400 ms and the
+    # agents' requests 1 s (below the 1.5 s isolation timeout). Detection
+    # of the freeze is then slower, which this test does not measure.
+    for a in d.agents.values():
+        checks = [dict(c, interval_ms=500, timeout_ms=400) for c in a.cfg["checks"]]
+        a.write_config(checks=checks, request_timeout_ms=1000)
+        assert a.stop() == 0
+        a.start()
+    d.wait_ready(timeout_s=120)
     d.writer_start()
     time.sleep(1.0)
     eu = d.pg["eu"]
