@@ -388,6 +388,8 @@ def promote_stays():
     res = e.ctl.result("promote-1", timeout=60)
     assert res["status"] == "done", res
     e.ctl.recorded = True
+    wait_until(lambda: (m := member(e, "b", "orders-b")) and m["role"] == "primary", 20,
+               what="b reporting its member primary")
     end = time.monotonic() + 10.0
     while time.monotonic() < end:
         m = member(e, "b", "orders-b")

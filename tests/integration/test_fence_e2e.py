@@ -39,6 +39,8 @@ def frozen_primary():
     for a in d.agents.values():
         checks = [dict(c, interval_ms=500, timeout_ms=400) for c in a.cfg["checks"]]
         a.write_config(checks=checks, request_timeout_ms=1000)
+        h.wait_until(lambda: "agent started" in a.proc.log_text(), 30,
+                     what="%s started before its restart" % a.name)
         assert a.stop() == 0
         a.start()
     d.wait_ready(timeout_s=120)
