@@ -50,11 +50,11 @@ class Env:
     pass
 
 
-def member_cfg(e, mode):
+def member_cfg(e, mode, timeout_ms=FENCE_TIMEOUT_MS):
     # no data_dir: the agent learns it from the server (SHOW data_directory)
     return [{"service": "orders", "name": "orders-a", "kind": "postgresql",
              "conninfo": e.p.conninfo(connect_timeout=2, application_name="meridian-agent-a"),
-             "fence": {"mode": mode, "timeout_ms": FENCE_TIMEOUT_MS}}]
+             "fence": {"mode": mode, "timeout_ms": timeout_ms}}]
 
 
 @fixture
@@ -165,8 +165,8 @@ def controldata_checkpoint(pg):
     raise AssertionError("no checkpoint location in pg_controldata:\n" + out)
 
 
-def restart_agent_a(e, mode):
-    e.a.write_config(members=member_cfg(e, mode))
+def restart_agent_a(e, mode, timeout_ms=FENCE_TIMEOUT_MS):
+    e.a.write_config(members=member_cfg(e, mode, timeout_ms))
     restart_a(e)
 
 
@@ -289,7 +289,8 @@ def read_only_frozen():
 @test
 def demote_healthy():
     e = env()
-    restart_agent_a(e, "demote")
+    # a clean stop however loaded the machine: its position is the checkpoint
+    restart_agent_a(e, "demote", timeout_ms=60000)
     e.ctl.services["orders"]["epoch"] = 3
     s = e.p.connect()
     s.autocommit = False
@@ -342,6 +343,7 @@ def unfence_demoted():
 @test
 def demote_frozen():
     e = env()
+    restart_agent_a(e, "demote", timeout_ms=FENCE_TIMEOUT_MS)
     e.ctl.services["orders"]["epoch"] = 4
     ins = WaitingInsert(e.p, "frozen-demote")  # its backend is forked before the freeze
     pids = server_pids(e.p)
