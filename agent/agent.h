@@ -7,6 +7,7 @@
  *   checks.c        scheduled checks and cross-region probes
  *   pg_probe.c      one postgresql probe: new connection + query, one timeout
  *   member.c        PostgreSQL/exec members: replication state and actions
+ *   pg_demote.c     fence mode demote: stop/kill, confirm gone, start as standby
  *   commands.c      controller commands: epoch fencing, at-most-once, results
  *   peer.c          peer lease API (server) and lease renewal (client)
  *   heartbeat.c     heartbeat to the controllers, answer processing, and the
@@ -35,7 +36,15 @@
 
 /* ---- configuration ---- */
 
-typedef enum { MRD__FENCE_READ_ONLY = 0, MRD__FENCE_STOP, MRD__FENCE_EXEC } mrd__fence_mode;
+/* demote: stop (kill after fence_timeout_ms), start as a standby (pg_demote.h);
+ * read_only: default_transaction_read_only (a session can BEGIN READ WRITE);
+ * stop/exec: the configured command. */
+typedef enum {
+    MRD__FENCE_READ_ONLY = 0,
+    MRD__FENCE_STOP,
+    MRD__FENCE_EXEC,
+    MRD__FENCE_DEMOTE
+} mrd__fence_mode;
 
 typedef struct {
     const char *service;
@@ -43,12 +52,14 @@ typedef struct {
     const char *kind; /* "postgresql" or "exec" */
     const char *conninfo;
     mrd__fence_mode fence_mode;
-    const char **fence_cmd;   /* NULL-terminated argv, or NULL */
-    const char **unfence_cmd; /* stop/exec modes; NULL: none */
-    const char **promote_cmd; /* exec members */
-    const char **rejoin_cmd;  /* hook; NULL: rejoin fails "no rejoin command" */
-    const char **status_cmd;  /* exec members: prints primary|replica|fenced */
-    const char *data_dir;     /* passed to hooks as PGDATA */
+    const char **fence_cmd;    /* NULL-terminated argv, or NULL */
+    const char **unfence_cmd;  /* stop/exec modes; NULL: none */
+    const char **promote_cmd;  /* exec members */
+    const char **rejoin_cmd;   /* hook; NULL: rejoin fails "no rejoin command" */
+    const char **status_cmd;   /* exec members: prints primary|replica|fenced */
+    const char *data_dir;      /* passed to hooks as PGDATA; NULL: learnt from the server */
+    const char *pg_bindir;     /* demote: pg_ctl's directory; NULL: the postmaster's */
+    uint64_t fence_timeout_ms; /* demote: fast shutdown before SIGKILL */
     uint64_t promote_timeout_ms;
     uint64_t command_timeout_ms;
 } mrd__member_cfg;
@@ -132,6 +143,11 @@ typedef void (*mrd__exec_cb)(int status, int timed_out, const char *output, void
 int mrd__exec_start(uv_loop_t *loop, const char *const *argv, const char *const *env,
                     uint64_t timeout_ms, size_t max_output, mrd__exec_cb cb, void *data,
                     mrd__exec **out);
+/* Same, run in cwd (NULL: the agent's) as uid/gid (-1: unchanged; libuv
+ * drops the supplementary groups when either is set). */
+int mrd__exec_start_as(uv_loop_t *loop, const char *const *argv, const char *const *env,
+                       const char *cwd, int64_t uid, int64_t gid, uint64_t timeout_ms,
+                       size_t max_output, mrd__exec_cb cb, void *data, mrd__exec **out);
 /* Kills the process group of a running child at once (stop); its callback
  * still runs (status -1). e is the *out of mrd__exec_start, valid until the
  * callback has run. */
@@ -186,13 +202,17 @@ struct mrd__member {
     int busy;                /* a command executes */
     uv_timer_t wait_timer;   /* promote waiting for granted leases */
     /* failsafe */
-    mrd__lease_grants grants; /* as granter (we are a replica) */
-    uint64_t *peer_until;     /* as requester: lease end per peer (cfg order) */
-    unsigned char *peer_busy; /* a lease request to that peer is in flight */
-    uint64_t lease_logged_ms; /* last lease refusal logged at warn (rate limit) */
-    int self_fenced;          /* this process fenced it for isolation */
-    int self_fencing;         /* fence in progress */
-    int64_t promoted_epoch;   /* epoch of the last promote this process carried out */
+    mrd__lease_grants grants;    /* as granter (we are a replica) */
+    uint64_t *peer_until;        /* as requester: lease end per peer (cfg order) */
+    unsigned char *peer_busy;    /* a lease request to that peer is in flight */
+    uint64_t lease_logged_ms;    /* last lease refusal logged at warn (rate limit) */
+    int self_fenced;             /* this process fenced it for isolation */
+    int self_fencing;            /* fence in progress */
+    int64_t promoted_epoch;      /* epoch of the last promote this process carried out */
+    uint64_t promote_started_ms; /* a promote executes since (0: none executes) */
+    int demoted;                 /* fence mode demote held: reported fenced until unfence/rejoin */
+    char learnt_data_dir[1024];  /* SHOW data_directory, while the server answered */
+    int data_dir_in_flight;
 };
 
 typedef struct {

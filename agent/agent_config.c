@@ -21,7 +21,7 @@
 #include "meridian/error.h"
 
 static const char *const member_kinds[] = {"postgresql", "exec", NULL};
-static const char *const fence_modes[] = {"read_only", "stop", "exec", NULL};
+static const char *const fence_modes[] = {"demote", "read_only", "stop", "exec", NULL};
 static const char *const check_kinds[] = {"postgresql", "http", "tcp", "exec", NULL};
 static const char *const probe_kinds[] = {"tcp", "http", "postgresql", NULL};
 static const char *const weights[] = {"critical", "warning", NULL};
@@ -52,6 +52,7 @@ static const mrd_cfg_field fence_fields[] = {
     CHOICE("mode", 1, fence_modes),
     ARGV("command", 0),
     ARGV("unfence_command", 0),
+    INT("timeout_ms", 0, 100, 600000),
 };
 static const mrd_cfg_schema fence_schema = {fence_fields,
                                             sizeof(fence_fields) / sizeof(fence_fields[0])};
@@ -68,6 +69,7 @@ static const mrd_cfg_field member_fields[] = {
     ARGV("rejoin_command", 0),
     ARGV("status_command", 0),
     STR("data_dir", 0),
+    STR("pg_bindir", 0),
 };
 static const mrd_cfg_schema member_schema = {member_fields,
                                              sizeof(member_fields) / sizeof(member_fields[0])};
@@ -211,13 +213,16 @@ static int load_members(mrd__agent_config *cfg, const json_t *arr, char *err, si
         m->rejoin_cmd = argv_of(json_object_get(o, "rejoin_command"), oom);
         m->status_cmd = argv_of(json_object_get(o, "status_command"), oom);
         const json_t *fence = json_object_get(o, "fence");
-        const char *mode = fence ? mrd_cfg_str(fence, "mode", "read_only") : NULL;
         int pg = strcmp(m->kind, "postgresql") == 0;
+        const char *mode = fence ? mrd_cfg_str(fence, "mode", NULL) : NULL;
         if (!mode)
-            mode = pg ? "read_only" : "exec";
-        m->fence_mode = strcmp(mode, "stop") == 0   ? MRD__FENCE_STOP
-                        : strcmp(mode, "exec") == 0 ? MRD__FENCE_EXEC
-                                                    : MRD__FENCE_READ_ONLY;
+            mode = pg ? "demote" : "exec";
+        m->fence_mode = strcmp(mode, "stop") == 0        ? MRD__FENCE_STOP
+                        : strcmp(mode, "exec") == 0      ? MRD__FENCE_EXEC
+                        : strcmp(mode, "read_only") == 0 ? MRD__FENCE_READ_ONLY
+                                                         : MRD__FENCE_DEMOTE;
+        m->fence_timeout_ms = fence ? (uint64_t)mrd_cfg_int(fence, "timeout_ms", 5000) : 5000;
+        m->pg_bindir = mrd_cfg_str(o, "pg_bindir", NULL);
         if (fence) {
             m->fence_cmd = argv_of(json_object_get(fence, "command"), oom);
             m->unfence_cmd = argv_of(json_object_get(fence, "unfence_command"), oom);
@@ -229,7 +234,10 @@ static int load_members(mrd__agent_config *cfg, const json_t *arr, char *err, si
         if (!pg && m->fence_mode == MRD__FENCE_READ_ONLY)
             return cfg_fail(err, errlen,
                             "members[%zu].fence.mode: read_only needs a postgresql member", i);
-        if (m->fence_mode != MRD__FENCE_READ_ONLY && !m->fence_cmd)
+        if (!pg && m->fence_mode == MRD__FENCE_DEMOTE)
+            return cfg_fail(err, errlen,
+                            "members[%zu].fence.mode: demote needs a postgresql member", i);
+        if ((m->fence_mode == MRD__FENCE_STOP || m->fence_mode == MRD__FENCE_EXEC) && !m->fence_cmd)
             return cfg_fail(err, errlen, "members[%zu].fence.command: is required for mode %s", i,
                             mode);
         if (!pg && !m->status_cmd)

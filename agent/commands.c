@@ -85,14 +85,31 @@ static void on_done(mrd__member *m, int err, const char *message, int64_t positi
         m->self_fenced = 0;
     if (!err && c->kind == MRD_CMD_FENCE)
         m->fenced = 1;
-    if (!err && c->kind == MRD_CMD_PROMOTE) {
+    if (c->kind == MRD_CMD_PROMOTE) {
         /* The leader persisted this promote after making sure no other
          * member can be writable: that order is as good as a recorded
-         * contact, and the isolation clock of the new primary starts now
-         * (it had no recorded contact as a replica). */
-        a->last_contact_ms = mrd__now_ms(a);
-        a->have_contact = 1;
-        m->promoted_epoch = c->epoch;
+         * contact, and the isolation clock of the new primary starts when
+         * the promote STARTED (it had no recorded contact as a replica).
+         * Start, not end: the member is writable from some instant inside
+         * pg_promote (which polls every 100 ms), so the self-fencing tick
+         * may see it writable before this callback runs; heartbeat.c
+         * counts promote_started_ms as the contact while the promote runs,
+         * and the same instant is kept here. It is also the safe choice
+         * for the leader's isolation wait (never two writable): the
+         * leader counts from the node's last heartbeat in the store, and
+         * the start is earlier than the end, so the agent's clock runs out
+         * no later than with a contact at the end (the urgent beat sent
+         * when the command arrived, or the beat whose answer carried it,
+         * precedes the start by at most a heartbeat; the isolation margin
+         * covers that). A failed promote credits nothing: a member that
+         * became writable anyway is fenced by the rule. */
+        if (!err) {
+            if (!a->have_contact || m->promote_started_ms > a->last_contact_ms)
+                a->last_contact_ms = m->promote_started_ms;
+            a->have_contact = 1;
+            m->promoted_epoch = c->epoch;
+        }
+        m->promote_started_ms = 0;
     }
     /* pop c (it is the head) */
     m->queue = c->next;
@@ -137,6 +154,7 @@ static void dispatch(mrd__member *m, mrd__pending_cmd *c)
             uv_timer_start(&m->wait_timer, on_wait, wait, 0);
             return;
         }
+        m->promote_started_ms = mrd__now_ms(m->agent);
         mrd__member_promote(m, on_done, c);
         break;
     }

@@ -1,6 +1,7 @@
 /*
  * Child processes for exec checks, fence/unfence/promote commands of exec
- * members and the rejoin hook: uv_spawn in a new process group, stdout and
+ * members, the rejoin hook and pg_ctl of a demote (run as the data
+ * directory's owner: mrd__exec_start_as): uv_spawn in a new process group, stdout and
  * stderr into one buffer, output kept up to max_output bytes: its head and,
  * when it is longer, "..." and its last bytes (the rest is read
  * and dropped so the child never blocks on a full pipe), a timer that kills
@@ -215,6 +216,13 @@ int mrd__exec_start(uv_loop_t *loop, const char *const *argv, const char *const 
                     uint64_t timeout_ms, size_t max_output, mrd__exec_cb cb, void *data,
                     mrd__exec **out)
 {
+    return mrd__exec_start_as(loop, argv, env, NULL, -1, -1, timeout_ms, max_output, cb, data, out);
+}
+
+int mrd__exec_start_as(uv_loop_t *loop, const char *const *argv, const char *const *env,
+                       const char *cwd, int64_t uid, int64_t gid, uint64_t timeout_ms,
+                       size_t max_output, mrd__exec_cb cb, void *data, mrd__exec **out)
+{
     if (out)
         *out = NULL;
     if (!argv || !argv[0] || !argv[0][0])
@@ -256,6 +264,15 @@ int mrd__exec_start(uv_loop_t *loop, const char *const *argv, const char *const 
     opt.stdio = stdio;
     opt.stdio_count = 3;
     opt.flags = UV_PROCESS_DETACHED; /* own process group: kill(-pid) reaches children */
+    opt.cwd = cwd;
+    if (uid >= 0) {
+        opt.uid = (uv_uid_t)uid;
+        opt.flags |= UV_PROCESS_SETUID;
+    }
+    if (gid >= 0) {
+        opt.gid = (uv_gid_t)gid;
+        opt.flags |= UV_PROCESS_SETGID;
+    }
     int rc = uv_spawn(loop, &e->proc, &opt);
     if (rc != 0) {
         snprintf(e->buf, e->max + 1, "cannot start %s: %s", argv[0], uv_strerror(rc));

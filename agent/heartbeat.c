@@ -125,7 +125,8 @@ static void fence_if_superseded(mrd__agent *a)
 {
     for (size_t i = 0; i < a->nmembers; i++) {
         mrd__member *m = &a->members[i];
-        if (m->role != MRD_MEMBER_PRIMARY || m->fenced || m->self_fencing)
+        /* a promote in execution: the store names the new primary later */
+        if (m->role != MRD_MEMBER_PRIMARY || m->fenced || m->self_fencing || m->promote_started_ms)
             continue;
         const mrd__service_view *sv = NULL;
         for (size_t k = 0; k < a->nservices; k++)
@@ -338,15 +339,23 @@ static void on_tick(uv_timer_t *t)
             continue;
         size_t n = mrd__peer_untils(a, m, untils);
         const char *why = "";
-        mrd__writable w = mrd__lease_primary_writable(now, a->have_contact, a->last_contact_ms,
-                                                      a->cfg.isolation_timeout_ms, untils, n, &why);
+        /* A promote in execution counts from its start as a recorded contact
+         * (commands.c says why that is safe): the status poll may see the
+         * member writable before the promote's result arrives. */
+        int have = a->have_contact;
+        uint64_t last = a->last_contact_ms;
+        if (m->promote_started_ms && (!have || m->promote_started_ms > last)) {
+            have = 1;
+            last = m->promote_started_ms;
+        }
+        mrd__writable w = mrd__lease_primary_writable(now, have, last, a->cfg.isolation_timeout_ms,
+                                                      untils, n, &why);
         if (w != MRD__MUST_FENCE)
             continue;
-        mrd_log(
-            MRD_LOG_ERROR, "isolated: fencing the primary", MRD_S("member", m->cfg->name),
-            MRD_S("service", m->cfg->service), MRD_S("reason", why),
-            MRD_I("since_contact_ms", a->have_contact ? (long long)(now - a->last_contact_ms) : -1),
-            MRD_U("isolation_timeout_ms", a->cfg.isolation_timeout_ms));
+        mrd_log(MRD_LOG_ERROR, "isolated: fencing the primary", MRD_S("member", m->cfg->name),
+                MRD_S("service", m->cfg->service), MRD_S("reason", why),
+                MRD_I("since_contact_ms", have ? (long long)(now - last) : -1),
+                MRD_U("isolation_timeout_ms", a->cfg.isolation_timeout_ms));
         m->self_fencing = 1;
         mrd__member_fence(m, on_self_fenced, NULL);
     }

@@ -11,14 +11,20 @@
  * receive position) - replay position; time = 0 when replay == receive,
  * else the database clock minus the last replayed commit time.
  *
- * Actions on PostgreSQL (fence read_only, unfence, promote) are constant
+ * Fence demote (the default) and its unfence are pg_demote.c: the server
+ * stopped or killed, every process confirmed gone, started again as a
+ * standby; the member then reports "fenced" until unfence or rejoin (the
+ * state survives a restart in state_dir/demoted.<service>).
+ * Other actions on PostgreSQL (fence read_only, unfence, promote) are constant
  * SQL statements; stop/exec fencing, exec members and the rejoin hook run
  * child processes (exec.c). Fence read_only: ALTER SYSTEM SET
  * default_transaction_read_only, reload, wait 50 ms for backends to take the
  * reload, then terminate every other client backend that holds a
  * transaction id or whose transaction began before the fence (it may have
  * begun read-write). It guards against ordinary clients; a client may still
- * SET the parameter off in its session: the hard fence is mode "stop".
+ * SET the parameter off in its session, and against a frozen server its
+ * reload and terminations are signals not yet received: the hard fence is
+ * mode "demote".
  *
  * Every action calls its done callback exactly once. Nothing here decides
  * whether an action may run: commands.c (epochs, at-most-once) does.
@@ -27,8 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "agent.h"
 #include "pg_control.h"
+#include "pg_demote.h"
 #include "meridian/error.h"
 #include "meridian/log.h"
 #include "meridian/position.h"
@@ -159,6 +170,55 @@ static int64_t int_of(PGresult *res, int col)
     return strtoll(PQgetvalue(res, 0, col), NULL, 10);
 }
 
+/* ---- demote state ---- */
+
+/* The demoted state outlives an agent restart: a file in state_dir. */
+static void demoted_path(const mrd__member *m, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/demoted.%s", m->agent->cfg.state_dir, m->cfg->service);
+}
+
+static void demoted_mark(mrd__member *m, int on)
+{
+    char path[1200];
+    demoted_path(m, path, sizeof(path));
+    m->demoted = on;
+    if (on) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            if (write(fd, m->cfg->name, strlen(m->cfg->name)) < 0 || fsync(fd) != 0)
+                mrd_log(MRD_LOG_WARN, "cannot record the demote", MRD_S("path", path));
+            close(fd);
+            return;
+        }
+    } else if (unlink(path) == 0 || errno == ENOENT) {
+        return;
+    }
+    mrd_log(MRD_LOG_WARN, "cannot record the demote state", MRD_S("path", path),
+            MRD_S("error", strerror(errno)));
+}
+
+static void on_data_dir(int err, PGresult *res, void *data)
+{
+    mrd__member *m = data;
+    m->data_dir_in_flight = 0;
+    if (!err && res && PQntuples(res) == 1 && PQnfields(res) == 1 && !PQgetisnull(res, 0, 0))
+        mrd__strlcpy(m->learnt_data_dir, PQgetvalue(res, 0, 0), sizeof(m->learnt_data_dir));
+}
+
+/* Demote needs the data directory: the configured one, else the server's
+ * own answer, asked once while it answers (cached: a frozen server cannot
+ * be asked when the fence needs it). */
+static void learn_data_dir(mrd__member *m)
+{
+    if (m->cfg->fence_mode != MRD__FENCE_DEMOTE || m->cfg->data_dir || m->learnt_data_dir[0] ||
+        m->data_dir_in_flight)
+        return;
+    m->data_dir_in_flight = 1;
+    if (mrd_pg_query(m->pg, "SELECT current_setting('data_directory')", 0, NULL, on_data_dir, m))
+        m->data_dir_in_flight = 0;
+}
+
 static void on_status(int err, PGresult *res, void *data)
 {
     mrd__member *m = data;
@@ -182,10 +242,17 @@ static void on_status(int err, PGresult *res, void *data)
     if (m->timeline < 0 || m->timeline > MRD_PROTO_MAX_TIMELINE)
         m->timeline = 0;
     mrd__fence_mode mode = m->cfg->fence_mode;
-    if (recovery) {
+    if (recovery && m->demoted) {
+        /* the old primary, demoted by its fence: not a replica anyone may
+         * promote or count on until the controller rejoins or unfences it */
+        m->role = MRD_MEMBER_FENCED;
+        m->fenced = 1;
+    } else if (recovery) {
         m->role = MRD_MEMBER_REPLICA;
         if (mode == MRD__FENCE_READ_ONLY)
             m->fenced = read_only;
+        else if (mode == MRD__FENCE_DEMOTE)
+            m->fenced = 0;
     } else if (read_only) {
         m->role = MRD_MEMBER_FENCED;
         m->fenced = 1;
@@ -195,7 +262,10 @@ static void on_status(int err, PGresult *res, void *data)
         /* running and writable: whatever fenced it does not hold any more */
         m->role = MRD_MEMBER_PRIMARY;
         m->fenced = 0;
+        if (m->demoted)
+            demoted_mark(m, 0);
     }
+    learn_data_dir(m);
     compute_lag(m, int_of(res, 7));
     standbys_parse(m, PQgetvalue(res, 0, 8));
     mrd__heartbeat_asap_check(m->agent);
@@ -393,8 +463,11 @@ static void on_exec_action(int status, int timed_out, const char *output, void *
         x->m->fenced = 1;
         if (is_pg(x->m) && x->m->cfg->fence_mode == MRD__FENCE_STOP)
             stop_fence_position(x);
-    } else if (strcmp(x->what, "unfence") == 0)
+    } else if (strcmp(x->what, "unfence") == 0) {
         x->m->fenced = 0;
+    } else if (strcmp(x->what, "rejoin") == 0 && x->m->demoted) {
+        demoted_mark(x->m, 0); /* a replica of the new primary now */
+    }
     action_end(x);
 }
 
@@ -415,12 +488,66 @@ static void run_exec(action *x, const char **argv, const char *const *env)
     }
 }
 
+static void on_demoted(int err, const char *msg, int killed, int start_failed, int64_t position,
+                       void *data)
+{
+    action *x = data;
+    mrd__member *m = x->m;
+    int unfence = strcmp(x->what, "unfence") == 0;
+    if (err) {
+        x->err = err;
+        snprintf(x->msg, sizeof(x->msg), "%s", msg);
+    } else if (unfence) {
+        m->fenced = 0;
+        demoted_mark(m, 0);
+    } else {
+        /* every process of the server is gone: no session can commit */
+        m->fenced = 1;
+        demoted_mark(m, 1);
+        x->position = position;
+        mrd_log(start_failed ? MRD_LOG_ERROR : MRD_LOG_INFO, "demoted",
+                MRD_S("member", m->cfg->name), MRD_I("killed", killed), MRD_I("position", position),
+                MRD_S("start", start_failed ? msg : "standby"));
+    }
+    action_end(x);
+}
+
+/* Fence or unfence in mode demote (pg_demote.h). */
+static void run_demote(action *x, int to_primary)
+{
+    mrd__member *m = x->m;
+    const char *dir = m->cfg->data_dir        ? m->cfg->data_dir
+                      : m->learnt_data_dir[0] ? m->learnt_data_dir
+                                              : NULL;
+    if (!dir) {
+        x->err = MRD_EUNSUPPORTED;
+        snprintf(x->msg, sizeof(x->msg), "data directory unknown: set data_dir");
+        action_end(x);
+        return;
+    }
+    mrd__pg_demote_opts o = {0};
+    o.member = m->cfg->name;
+    o.data_dir = dir;
+    o.bindir = m->cfg->pg_bindir;
+    o.stop_timeout_ms = m->cfg->fence_timeout_ms;
+    o.start_timeout_ms = to_primary ? m->cfg->command_timeout_ms : m->cfg->fence_timeout_ms;
+    o.to_primary = to_primary;
+    int rc = mrd__pg_demote_start(m->agent->loop, &o, on_demoted, x);
+    if (rc) {
+        x->err = rc;
+        snprintf(x->msg, sizeof(x->msg), "%s", mrd_strerror(rc));
+        action_end(x);
+    }
+}
+
 void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data)
 {
     action *x = action_new(m, done, data, "fence");
     if (!x)
         return;
-    if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY) {
+    if (m->cfg->fence_mode == MRD__FENCE_DEMOTE) {
+        run_demote(x, 0);
+    } else if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY) {
         static const char *const sqls[] = {
             "ALTER SYSTEM SET default_transaction_read_only = on",
             "SELECT pg_reload_conf()",
@@ -443,7 +570,9 @@ void mrd__member_unfence(mrd__member *m, mrd__action_cb done, void *data)
     action *x = action_new(m, done, data, "unfence");
     if (!x)
         return;
-    if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY) {
+    if (m->cfg->fence_mode == MRD__FENCE_DEMOTE) {
+        run_demote(x, 1);
+    } else if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY) {
         static const char *const sqls[] = {
             "ALTER SYSTEM RESET default_transaction_read_only",
             "SELECT pg_reload_conf()",
@@ -597,6 +726,14 @@ int mrd__members_start(mrd__agent *a)
         if (!m->peer_until || !m->peer_busy)
             return MRD_ENOMEM;
         a->nmembers++;
+        char path[1200];
+        demoted_path(m, path, sizeof(path));
+        m->demoted = access(path, F_OK) == 0;
+        if (m->demoted) {
+            m->fenced = 1;
+            mrd_log(MRD_LOG_WARN, "member was demoted by its fence: reported fenced",
+                    MRD_S("member", m->cfg->name));
+        }
         /* Leases granted before a restart are forgotten with it: promise
          * them anyway by refusing to promote for one lease length. */
         m->grants.granted_until_ms = mrd__now_ms(a) + a->cfg.isolation_timeout_ms;

@@ -162,7 +162,11 @@ class Deployment:
         rejoin hook deploy/hooks/pg-rejoin (run by the agent as root: the
         hook runs PostgreSQL's tools as user postgres itself)."""
         m = {"service": SERVICE, "name": "orders-" + region, "kind": "postgresql",
-             "conninfo": conn, "promote_timeout_ms": 30000}
+             "conninfo": conn, "promote_timeout_ms": 30000,
+             # demote (the default); a hung server is killed well within the
+             # controller's fence timeout of the profile
+             "fence": {"mode": "demote",
+                       "timeout_ms": 1500 if self.profile == "fast" else 5000}}
         if rejoin:
             m["data_dir"] = self.pg[region].data
             m["rejoin_command"] = [os.path.join(h.source_dir(), "deploy", "hooks", "pg-rejoin")]

@@ -194,8 +194,54 @@ Test(agent_config, shipped_example_loads)
     mrd__agent_config cfg;
     cr_assert_eq(mrd__agent_config_load(&cfg, path, err, sizeof(err)), 0, "%s: %s", path, err);
     cr_assert_eq(cfg.nmembers, 1);
+    cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_DEMOTE);
+    cr_assert_eq(cfg.members[0].fence_timeout_ms, 5000);
+    mrd__agent_config_free(&cfg);
+}
+
+Test(agent_config, fence_demote_is_the_postgresql_default)
+{
+    mrd__agent_config cfg;
+    char err[256];
+    cr_assert_eq(load("{" BASE ",\"members\":[" MEMBER_PG "]}", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_DEMOTE);
+    cr_assert_eq(cfg.members[0].fence_timeout_ms, 5000);
+    cr_assert_null(cfg.members[0].pg_bindir);
+    mrd__agent_config_free(&cfg);
+    cr_assert_eq(load("{" BASE ",\"members\":[{\"service\":\"s\",\"name\":\"m\","
+                      "\"kind\":\"postgresql\",\"conninfo\":\"c\",\"data_dir\":\"/d\","
+                      "\"pg_bindir\":\"/usr/lib/postgresql/15/bin\",\"fence\":{\"mode\":"
+                      "\"demote\",\"timeout_ms\":1500}}]}",
+                      &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_DEMOTE);
+    cr_assert_eq(cfg.members[0].fence_timeout_ms, 1500);
+    cr_assert_str_eq(cfg.members[0].pg_bindir, "/usr/lib/postgresql/15/bin");
+    mrd__agent_config_free(&cfg);
+    cr_assert_eq(load("{" BASE ",\"members\":[{\"service\":\"s\",\"name\":\"m\","
+                      "\"kind\":\"postgresql\",\"conninfo\":\"c\",\"fence\":{\"mode\":"
+                      "\"read_only\"}}]}",
+                      &cfg, err, sizeof(err)),
+                 0, "%s", err);
     cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_READ_ONLY);
     cr_assert_eq(cfg.nprobes, 1);
     cr_assert_eq(cfg.probes[0].kind, MRD__CHECK_PG, "the example probes at the application level");
     mrd__agent_config_free(&cfg);
+}
+
+Test(agent_config, fence_demote_errors)
+{
+    expect_error(BASE ",\"members\":[{\"service\":\"s\",\"name\":\"e\",\"kind\":\"exec\","
+                      "\"status_command\":[\"/s\"],\"promote_command\":[\"/p\"],"
+                      "\"fence\":{\"mode\":\"demote\"}}]",
+                 "members[0].fence.mode: demote needs a postgresql member");
+    expect_error(BASE ",\"members\":[{\"service\":\"s\",\"name\":\"m\","
+                      "\"kind\":\"postgresql\",\"conninfo\":\"c\",\"fence\":{\"mode\":"
+                      "\"demote\",\"timeout_ms\":50}}]",
+                 "members[0].fence.timeout_ms");
+    expect_error(BASE ",\"members\":[{\"service\":\"s\",\"name\":\"m\","
+                      "\"kind\":\"postgresql\",\"conninfo\":\"c\",\"fence\":{\"mode\":"
+                      "\"kill\"}}]",
+                 "members[0].fence.mode");
 }
