@@ -6,7 +6,9 @@
  * Sequence, on one timer of the agent's loop (every 20 ms): the postmaster
  * (line 1 of data_dir/postmaster.pid) gets SIGINT (fast shutdown); its
  * children are listed from /proc while it lives. When it is not gone within
- * stop_timeout_ms (frozen, stuck), it gets SIGSTOP (so it forks no more),
+ * stop_timeout_ms (stuck), or at once when /proc shows it stopped (SIGSTOP:
+ * it cannot take the SIGINT before somebody continues it, so waiting only
+ * delays the failover), it gets SIGSTOP (so it forks no more),
  * its children are listed once more, and every one of them and then the
  * postmaster get SIGKILL, which works on stopped processes too. Processes are
  * tracked by PID and start time (a reused PID is not ours); one counts as
@@ -41,6 +43,7 @@
 
 #define POLL_MS        20
 #define FREEZE_WAIT_MS 200  /* SIGSTOP taking effect before the last listing */
+#define STOPPED_POLLS  5    /* 100 ms of a stopped postmaster: it will not stop itself */
 #define KILL_WAIT_MS   5000 /* SIGKILL'd processes disappearing */
 
 /* ---- pure ---- */
@@ -207,6 +210,7 @@ typedef struct {
     proc_id *procs;     /* [0]: the postmaster */
     size_t nprocs, cap;
     int killed;
+    int stopped_polls; /* polls in a row that found the postmaster stopped */
     int64_t position;
     char msg[MRD_PROTO_ERROR_MAX];
 } demote;
@@ -394,9 +398,20 @@ static void on_tick(uv_timer_t *t)
             stopped(d);
             return;
         }
-        if (now >= d->deadline) {
+        mrd__proc_stat pm;
+        if (proc_alive(&d->procs[0]) && proc_read(d->procs[0].pid, &pm) == 1 &&
+            (pm.state == 'T' || pm.state == 't'))
+            d->stopped_polls++;
+        else
+            d->stopped_polls = 0;
+        if (d->stopped_polls >= STOPPED_POLLS) {
+            mrd_log(MRD_LOG_WARN, "postgresql is stopped (SIGSTOP): killing it",
+                    MRD_S("member", d->member), MRD_I("postmaster", d->procs[0].pid));
+        } else if (now >= d->deadline) {
             mrd_log(MRD_LOG_WARN, "postgresql did not stop in time: killing it",
                     MRD_S("member", d->member), MRD_U("timeout_ms", d->stop_timeout_ms));
+        }
+        if (d->stopped_polls >= STOPPED_POLLS || now >= d->deadline) {
             kill(d->procs[0].pid, SIGSTOP);
             d->state = ST_FREEZING;
             d->deadline = now + FREEZE_WAIT_MS;
