@@ -170,6 +170,7 @@ static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
     gauge(&b, "meridian_heartbeat_batch_nodes", "Nodes whose latest report awaits a flush.",
           (double)json_object_size(in->batch));
     service_metrics(ctl, &b);
+    mrd__peers_metrics(ctl, &b);   /* peer set against the configuration (leader) */
     mrd__cutover_metrics(ctl, &b); /* drift, repairs, fencing (leader) */
     mrd__checkpoint_metrics(ctl, &b);
     if (b.err != 0) {
