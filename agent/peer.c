@@ -7,10 +7,17 @@
  * service, when its member is itself a writable primary, when it has seen a
  * higher epoch, or when it was ordered to promote at the lease's epoch.
  *
+ * Peer set: per member, the controller's peers of its service (last answer
+ * that carried them) plus the configured peers serving it; a configured
+ * entry matching a controller peer (by node or member name) supplies its
+ * token, a controller peer without one gets peer_token. Lease state is kept
+ * by peer name across answers; an entry that left the set is dropped once
+ * no request to it is in flight.
+ *
  * Client: every heartbeat, the agent of each writable primary member asks
- * every peer that serves the member's service for a lease of
- * isolation_timeout_ms, at most one request per peer in flight, and counts
- * a grant from the time the request was sent.
+ * every peer of its set for a lease of isolation_timeout_ms, at most one
+ * request per peer in flight, and counts a grant from the time the request
+ * was sent.
  *
  * Poke: POST /v1/agent/poke {"commands": [...]} from a controller (its
  * agent token must be among peer_tokens): the commands are handled as if
