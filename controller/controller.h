@@ -154,7 +154,8 @@ typedef struct mrd_ctl {
     size_t nservices;
     mrd__node_cfg *nodes; /* the "nodes" section (controller/peers.c) */
     size_t nnodes;
-    int nodes_given; /* the section is present: members' nodes must be in it */
+    int nodes_given;    /* the section is present: members' nodes must be in it */
+    json_t *peer_index; /* service -> [peers_all, peers_by_node] of its mrd__service (owned) */
     /* Leader tick (controller/tick.c). */
     int tick_running;
     uint64_t tick_next_ms;

@@ -107,6 +107,10 @@ int mrd__nodes_load(mrd_ctl *ctl, const json_t *root, char *err, size_t errlen)
             return MRD_ECONFIG;
         }
     }
+    if ((ctl->peer_index = json_object()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return MRD_ENOMEM;
+    }
     for (size_t i = 0; i < ctl->nservices; i++) {
         mrd__service *s = &ctl->services[i];
         for (size_t k = 0; ctl->nodes_given && k < s->nmembers; k++) {
@@ -130,7 +134,9 @@ int mrd__nodes_load(mrd_ctl *ctl, const json_t *root, char *err, size_t errlen)
         for (size_t k = 0; s->peers_by_node && k < s->nmembers; k++)
             json_object_set_new(s->peers_by_node, s->members[k].node,
                                 peers_json(ctl, s, s->members[k].node));
-        if (s->peers_all == NULL || s->peers_by_node == NULL) {
+        if (s->peers_all == NULL || s->peers_by_node == NULL ||
+            json_object_set_new(ctl->peer_index, s->name,
+                                json_pack("[O, O]", s->peers_all, s->peers_by_node)) != 0) {
             snprintf(err, errlen, "out of memory");
             return MRD_ENOMEM;
         }
@@ -141,18 +147,21 @@ int mrd__nodes_load(mrd_ctl *ctl, const json_t *root, char *err, size_t errlen)
 void mrd__nodes_free(mrd_ctl *ctl)
 {
     free(ctl->nodes);
+    json_decref(ctl->peer_index);
+    ctl->peer_index = NULL;
     ctl->nodes = NULL;
     ctl->nnodes = 0;
     ctl->nodes_given = 0;
 }
 
+/* A hash lookup: answers are built for every heartbeat. */
 json_t *mrd__peers_for(mrd_ctl *ctl, const char *service, const char *node)
 {
-    mrd__service *s = mrd__service_find(ctl, service);
-    if (s == NULL)
+    json_t *e = json_object_get(ctl->peer_index, service);
+    if (e == NULL)
         return NULL;
-    json_t *p = json_object_get(s->peers_by_node, node);
-    return p ? p : s->peers_all;
+    json_t *p = json_object_get(json_array_get(e, 1), node);
+    return p ? p : json_array_get(e, 0);
 }
 
 /* ---- the primary's reported set against the configuration ---------------- */

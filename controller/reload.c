@@ -119,6 +119,9 @@ int mrd__reload(mrd_ctl *ctl, const char *path)
     next.nodes = nd;
     next.nnodes = nn;
     next.nodes_given = ng;
+    json_t *pi = ctl->peer_index;
+    ctl->peer_index = next.peer_index;
+    next.peer_index = pi;
     json_t *j = ctl->cfg_json;
     ctl->cfg_json = next.cfg_json;
     next.cfg_json = j;
