@@ -107,6 +107,8 @@ typedef struct {
     int listen_port;                    /* -1: no peer API */
     char api_url[MRD_PROTO_TARGET_MAX]; /* where controllers poke us ("": nowhere) */
     json_t *peer_tokens;                /* borrowed from root; for mrd_auth_init */
+    const char *peer_token; /* token for a peer the controller names and no entry of peers
+                               configures; NULL: none (no lease requested from it) */
     mrd__peer_cfg *peers;
     size_t npeers;
     mrd__member_cfg *members;
@@ -158,6 +160,22 @@ void mrd__exec_kill(mrd__exec *e);
 typedef struct mrd__agent mrd__agent;
 typedef struct mrd__member mrd__member;
 
+/* The peers a primary member must hold leases from: the controller's peer set
+ * of its service (last answer that carried one) plus every configured peer
+ * serving the service (peer.c). */
+#define MRD__MAX_PEERS (2 * MRD_PROTO_MAX_PEERS)
+typedef struct {
+    char name[MRD_PROTO_NAME_MAX];   /* the peer's node (controller) or configured name */
+    char member[MRD_PROTO_NAME_MAX]; /* its member of the service ("": configured only) */
+    char url[MRD_PROTO_TARGET_MAX];  /* its agent's base URL ("": none known) */
+    const char *token;               /* bearer token it accepts (borrowed); NULL: none */
+    int from_controller, from_config;
+    int listed;     /* in the current set; else kept only while a request is in flight */
+    uint64_t until; /* lease end (requester clock); 0: none */
+    int busy;       /* a lease request is in flight */
+    int logged;     /* a warning about this entry was logged (once per entry) */
+} mrd__peer_state;
+
 typedef struct {
     mrd__agent *agent;
     const mrd__check_cfg *cfg;
@@ -202,9 +220,9 @@ struct mrd__member {
     int busy;                /* a command executes */
     uv_timer_t wait_timer;   /* promote waiting for granted leases */
     /* failsafe */
-    mrd__lease_grants grants;    /* as granter (we are a replica) */
-    uint64_t *peer_until;        /* as requester: lease end per peer (cfg order) */
-    unsigned char *peer_busy;    /* a lease request to that peer is in flight */
+    mrd__lease_grants grants; /* as granter (we are a replica) */
+    mrd__peer_state *peers;   /* as requester: the peer set (MRD__MAX_PEERS entries) */
+    size_t npeers;
     uint64_t lease_logged_ms;    /* last lease refusal logged at warn (rate limit) */
     int self_fenced;             /* this process fenced it for isolation */
     int self_fencing;            /* fence in progress */
@@ -221,6 +239,9 @@ typedef struct {
     char primary_region[MRD_PROTO_NAME_MAX];
     int64_t primary_position;
     char primary_member[MRD_PROTO_NAME_MAX];
+    int have_peers;     /* the answer carried the service's peer set */
+    mrd_hb_peer *peers; /* owned (heap); npeers entries */
+    size_t npeers;
 } mrd__service_view;
 
 struct mrd__agent {
@@ -346,9 +367,17 @@ int mrd__peer_server_start(mrd__agent *a);
 void mrd__peer_server_stop(mrd__agent *a);
 /* Requests leases from the peers for every primary member. */
 void mrd__peer_renew(mrd__agent *a);
-/* The lease ends (requester clock) of the peers serving m's service, into
- * untils (room for cfg.npeers); returns how many. */
+/* The lease ends (requester clock) of m's peer set, into untils (room for
+ * MRD__MAX_PEERS); returns how many. */
 size_t mrd__peer_untils(const mrd__agent *a, const mrd__member *m, uint64_t *untils);
+/* _init: allocates m's peer set and fills it from the configuration (returns
+ * 0 or MRD_ENOMEM). _refresh: rebuilds every member's set after an answer
+ * (the controller's set plus the configured peers; lease state kept by
+ * name). _report: fills x's leases_required / leases_held for a writable
+ * primary (returns 0 or MRD_ENOMEM; x owns the lists). */
+int mrd__peer_set_init(mrd__agent *a, mrd__member *m);
+void mrd__peer_set_refresh(mrd__agent *a);
+int mrd__peer_report(mrd__agent *a, const mrd__member *m, mrd_hb_member *x);
 
 /* heartbeat.c: _start the heartbeat and self-fencing timers (returns 0);
  * _stop closes them. _service_find: the controller's view of a service

@@ -132,6 +132,7 @@ static const mrd_cfg_field root_fields[] = {
     STR("api_url", 0),
     {"peer_tokens", MRD_CFG_ARRAY, 0, 0, 256, NULL, MRD_CFG_OBJECT, &token_schema},
     {"peers", MRD_CFG_ARRAY, 0, 0, 64, NULL, MRD_CFG_OBJECT, &peer_schema},
+    STR("peer_token", 0),
     STR("state_dir", 1),
     CHOICE("log_level", 0, levels),
     {"members", MRD_CFG_ARRAY, 0, 0, MRD_PROTO_MAX_MEMBERS, NULL, MRD_CFG_OBJECT, &member_schema},
@@ -407,6 +408,7 @@ int mrd__agent_config_from_json(mrd__agent_config *cfg, json_t *root, char *err,
         goto fail;
     }
 
+    cfg->peer_token = mrd_cfg_str(root, "peer_token", NULL);
     const json_t *peers = json_object_get(root, "peers");
     cfg->peers = calloc(json_array_size(peers) + 1, sizeof(*cfg->peers));
     if (!cfg->peers)

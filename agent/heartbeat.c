@@ -79,6 +79,8 @@ static int build_request(mrd__agent *a, mrd_hb_request *r)
         memcpy(x->standbys, m->standbys, x->nstandbys * sizeof(x->standbys[0]));
         x->healthy = m->status_ok && m->role != MRD_MEMBER_UNKNOWN &&
                      mrd__checks_member_healthy(a, m->cfg->name);
+        if (mrd__peer_report(a, m, x))
+            return MRD_ENOMEM;
     }
     for (size_t i = 0; i < a->nchecks; i++) {
         const mrd__check *c = &a->checks[i];
@@ -160,6 +162,13 @@ static void apply_answer(mrd__agent *a, const mrd_hb_answer *ans, uint64_t sent_
             snprintf(sv[i].primary_region, sizeof(sv[i].primary_region), "%s", s->primary_region);
             sv[i].primary_position = s->primary_position;
             snprintf(sv[i].primary_member, sizeof(sv[i].primary_member), "%s", s->primary_member);
+            sv[i].have_peers = s->have_peers;
+            if (s->npeers && (sv[i].peers = calloc(s->npeers, sizeof(*s->peers)))) {
+                memcpy(sv[i].peers, s->peers, s->npeers * sizeof(*s->peers));
+                sv[i].npeers = s->npeers;
+            } else {
+                sv[i].have_peers = s->have_peers && s->npeers == 0;
+            }
             int rc = mrd__epoch_store_observe(a->epochs, s->service, s->epoch);
             if (rc == 1)
                 mrd_log(MRD_LOG_INFO, "new epoch", MRD_S("service", s->service),
@@ -168,9 +177,12 @@ static void apply_answer(mrd__agent *a, const mrd_hb_answer *ans, uint64_t sent_
                 mrd_log(MRD_LOG_ERROR, "cannot persist epoch", MRD_S("service", s->service),
                         MRD_I("epoch", s->epoch), MRD_S("error", mrd_strerror(rc)));
         }
+        for (size_t i = 0; a->services && i < a->nservices; i++)
+            free(a->services[i].peers);
         free(a->services);
         a->services = sv;
         a->nservices = ans->nservices;
+        mrd__peer_set_refresh(a);
     }
     fence_if_superseded(a);
     /* acks first: a command resent below may then report again */
@@ -332,7 +344,7 @@ static void on_tick(uv_timer_t *t)
     if (a->stopping || !a->first_round_done ||
         now < a->started_ms + 2 * a->heartbeat_ms + a->cfg.request_timeout_ms)
         return;
-    uint64_t untils[64 + 1];
+    uint64_t untils[MRD__MAX_PEERS];
     for (size_t i = 0; i < a->nmembers; i++) {
         mrd__member *m = &a->members[i];
         if (m->role != MRD_MEMBER_PRIMARY || m->fenced || m->self_fencing)

@@ -88,9 +88,10 @@ static void free_runtime(mrd__agent *a)
             free(m->queue);
             m->queue = n;
         }
-        free(m->peer_until);
-        free(m->peer_busy);
+        free(m->peers);
     }
+    for (size_t i = 0; a->services && i < a->nservices; i++)
+        free(a->services[i].peers);
     free(a->members);
     free(a->checks);
     free(a->probes);

@@ -721,9 +721,7 @@ int mrd__members_start(mrd__agent *a)
         m->agent = a;
         m->cfg = &a->cfg.members[i];
         m->lag_bytes = m->lag_ms = -1;
-        m->peer_until = calloc(a->cfg.npeers + 1, sizeof(*m->peer_until));
-        m->peer_busy = calloc(a->cfg.npeers + 1, 1);
-        if (!m->peer_until || !m->peer_busy)
+        if (mrd__peer_set_init(a, m))
             return MRD_ENOMEM;
         a->nmembers++;
         char path[1200];

@@ -7,10 +7,17 @@
  * service, when its member is itself a writable primary, when it has seen a
  * higher epoch, or when it was ordered to promote at the lease's epoch.
  *
+ * Peer set: per member, the controller's peers of its service (last answer
+ * that carried them) plus the configured peers serving it; a configured
+ * entry matching a controller peer (by node or member name) supplies its
+ * token, a controller peer without one gets peer_token. Lease state is kept
+ * by peer name across answers; an entry that left the set is dropped once
+ * no request to it is in flight.
+ *
  * Client: every heartbeat, the agent of each writable primary member asks
- * every peer that serves the member's service for a lease of
- * isolation_timeout_ms, at most one request per peer in flight, and counts
- * a grant from the time the request was sent.
+ * every peer of its set for a lease of isolation_timeout_ms, at most one
+ * request per peer in flight, and counts a grant from the time the request
+ * was sent.
  *
  * Poke: POST /v1/agent/poke {"commands": [...]} from a controller (its
  * agent token must be among peer_tokens): the commands are handled as if
@@ -164,13 +171,7 @@ void mrd__peer_server_stop(mrd__agent *a)
     }
 }
 
-/* ---- client ---- */
-
-typedef struct {
-    mrd__agent *agent;
-    size_t member, peer;
-    uint64_t sent_ms;
-} lease_call;
+/* ---- the peer set ---- */
 
 static int peer_serves(const mrd__peer_cfg *p, const char *service)
 {
@@ -182,15 +183,147 @@ static int peer_serves(const mrd__peer_cfg *p, const char *service)
     return 0;
 }
 
+static mrd__peer_state *peer_find(mrd__member *m, const char *name)
+{
+    for (size_t i = 0; i < m->npeers; i++)
+        if (strcmp(m->peers[i].name, name) == 0)
+            return &m->peers[i];
+    return NULL;
+}
+
+/* The entry named name, added unlisted (lease state empty) when missing;
+ * NULL when the set is full. */
+static mrd__peer_state *peer_get(mrd__member *m, const char *name)
+{
+    mrd__peer_state *p = peer_find(m, name);
+    if (p || m->npeers >= MRD__MAX_PEERS)
+        return p;
+    p = &m->peers[m->npeers++];
+    memset(p, 0, sizeof(*p));
+    mrd__strlcpy(p->name, name, sizeof(p->name));
+    return p;
+}
+
+/* Rebuilds m's set: the controller's peers of its service (when an answer
+ * carried them), then every configured peer serving it. A configured entry
+ * whose name is a controller peer's node or member supplies the token (and
+ * the URL where the controller configures none); any other configured entry
+ * adds a peer. A controller peer without a configured entry gets peer_token.
+ * Entries that left the set are dropped once no request to them is in flight. */
+static void peer_set_build(mrd__agent *a, mrd__member *m)
+{
+    const char *service = m->cfg->service;
+    const mrd__service_view *sv = mrd__service_find(a, service);
+    int told = sv && sv->have_peers;
+    for (size_t i = 0; i < m->npeers; i++) {
+        m->peers[i].listed = m->peers[i].from_controller = m->peers[i].from_config = 0;
+        m->peers[i].token = NULL;
+    }
+    for (size_t i = 0; told && i < sv->npeers; i++) {
+        const mrd_hb_peer *cp = &sv->peers[i];
+        if (strcmp(cp->node, a->cfg.node) == 0)
+            continue; /* this node's own member is no peer of itself */
+        mrd__peer_state *p = peer_get(m, cp->node);
+        if (!p)
+            break;
+        p->listed = p->from_controller = 1;
+        mrd__strlcpy(p->member, cp->member, sizeof(p->member));
+        mrd__strlcpy(p->url, cp->agent_url, sizeof(p->url));
+    }
+    for (size_t k = 0; k < a->cfg.npeers; k++) {
+        const mrd__peer_cfg *c = &a->cfg.peers[k];
+        if (!peer_serves(c, service))
+            continue;
+        mrd__peer_state *p = NULL;
+        for (size_t i = 0; i < m->npeers && !p; i++)
+            if (m->peers[i].from_controller && (strcmp(m->peers[i].name, c->name) == 0 ||
+                                                strcmp(m->peers[i].member, c->name) == 0))
+                p = &m->peers[i];
+        if (!p && !(p = peer_get(m, c->name)))
+            break;
+        p->listed = p->from_config = 1;
+        p->token = c->token;
+        if (!p->from_controller) {
+            p->member[0] = '\0';
+            mrd__strlcpy(p->url, c->url, sizeof(p->url));
+        } else if (p->url[0] == '\0') {
+            mrd__strlcpy(p->url, c->url, sizeof(p->url));
+        }
+        if (told && !p->from_controller && !p->logged) {
+            p->logged = 1;
+            mrd_log(MRD_LOG_WARN, "configured peer unknown to the controller",
+                    MRD_S("peer", c->name), MRD_S("service", service),
+                    MRD_S("hint", "its lease is required too; the leader raises an alert"));
+        }
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < m->npeers; i++) {
+        mrd__peer_state *p = &m->peers[i];
+        if (p->from_controller && !p->from_config)
+            p->token = a->cfg.peer_token;
+        if (p->listed || p->busy)
+            m->peers[n++] = *p;
+    }
+    m->npeers = n;
+}
+
+int mrd__peer_set_init(mrd__agent *a, mrd__member *m)
+{
+    m->peers = calloc(MRD__MAX_PEERS, sizeof(*m->peers));
+    if (!m->peers)
+        return MRD_ENOMEM;
+    m->npeers = 0;
+    peer_set_build(a, m);
+    return 0;
+}
+
+void mrd__peer_set_refresh(mrd__agent *a)
+{
+    for (size_t i = 0; i < a->nmembers; i++)
+        if (a->members[i].peers)
+            peer_set_build(a, &a->members[i]);
+}
+
+int mrd__peer_report(mrd__agent *a, const mrd__member *m, mrd_hb_member *x)
+{
+    if (m->role != MRD_MEMBER_PRIMARY || m->fenced || !m->peers)
+        return 0;
+    uint64_t now = mrd__now_ms(a);
+    x->leases_required = calloc(m->npeers + 1, sizeof(*x->leases_required));
+    x->leases_held = calloc(m->npeers + 1, sizeof(*x->leases_held));
+    if (!x->leases_required || !x->leases_held)
+        return MRD_ENOMEM;
+    x->have_leases = 1;
+    for (size_t i = 0; i < m->npeers && x->nleases_required < MRD_PROTO_MAX_PEERS; i++) {
+        const mrd__peer_state *p = &m->peers[i];
+        if (!p->listed)
+            continue;
+        mrd__strlcpy(x->leases_required[x->nleases_required++].name, p->name, MRD_PROTO_NAME_MAX);
+        if (p->until > now)
+            mrd__strlcpy(x->leases_held[x->nleases_held++].name, p->name, MRD_PROTO_NAME_MAX);
+    }
+    return 0;
+}
+
+/* ---- client ---- */
+
+typedef struct {
+    mrd__agent *agent;
+    size_t member;
+    char peer[MRD_PROTO_NAME_MAX];
+    uint64_t sent_ms;
+} lease_call;
+
 static void on_lease_answer(const mrd_http_client_result *r, void *data)
 {
     lease_call *call = data;
     mrd__agent *a = call->agent;
     mrd__member *m = &a->members[call->member];
-    const mrd__peer_cfg *p = &a->cfg.peers[call->peer];
-    m->peer_busy[call->peer] = 0;
+    mrd__peer_state *p = peer_find(m, call->peer);
+    if (p)
+        p->busy = 0;
     if (r->error || r->status != 200) {
-        mrd_log(MRD_LOG_DEBUG, "peer lease request failed", MRD_S("peer", p->name),
+        mrd_log(MRD_LOG_DEBUG, "peer lease request failed", MRD_S("peer", call->peer),
                 MRD_I("status", r->status), MRD_S("error", r->error ? r->error : r->body));
         free(call);
         return;
@@ -202,16 +335,17 @@ static void on_lease_answer(const mrd_http_client_result *r, void *data)
     int rc = j ? mrd_lease_answer_from_json(j, &ans, err, sizeof(err)) : MRD_EPARSE;
     json_decref(j);
     if (rc) {
-        mrd_log(MRD_LOG_WARN, "bad peer lease answer", MRD_S("peer", p->name),
+        mrd_log(MRD_LOG_WARN, "bad peer lease answer", MRD_S("peer", call->peer),
                 MRD_S("error", j ? err : jerr.text));
         free(call);
         return;
     }
     if (!ans.granted)
-        mrd_log(lease_log_level(a, m, 0), "peer refused a lease", MRD_S("peer", p->name),
+        mrd_log(lease_log_level(a, m, 0), "peer refused a lease", MRD_S("peer", call->peer),
                 MRD_S("service", m->cfg->service), MRD_I("epoch", ans.epoch),
                 MRD_S("reason", ans.reason));
-    mrd__lease_record(&m->peer_until[call->peer], call->sent_ms, &ans);
+    if (p)
+        mrd__lease_record(&p->until, call->sent_ms, &ans);
     free(call);
 }
 
@@ -223,10 +357,20 @@ void mrd__peer_renew(mrd__agent *a)
         mrd__member *m = &a->members[i];
         if (m->role != MRD_MEMBER_PRIMARY || m->fenced)
             continue;
-        for (size_t k = 0; k < a->cfg.npeers; k++) {
-            const mrd__peer_cfg *p = &a->cfg.peers[k];
-            if (!peer_serves(p, m->cfg->service) || m->peer_busy[k])
+        for (size_t k = 0; k < m->npeers; k++) {
+            mrd__peer_state *p = &m->peers[k];
+            if (!p->listed || p->busy)
                 continue;
+            if (!p->url[0] || !p->token) {
+                if (!p->logged)
+                    mrd_log(MRD_LOG_WARN, "cannot ask a peer for a lease", MRD_S("peer", p->name),
+                            MRD_S("service", m->cfg->service),
+                            MRD_S("error", p->url[0] ? "no token: set peer_token or configure "
+                                                       "the peer in peers"
+                                                     : "no agent URL known"));
+                p->logged = 1;
+                continue;
+            }
             mrd_lease_request lr;
             memset(&lr, 0, sizeof(lr));
             snprintf(lr.service, sizeof(lr.service), "%s", m->cfg->service);
@@ -253,10 +397,15 @@ void mrd__peer_renew(mrd__agent *a)
             if (body && call) {
                 call->agent = a;
                 call->member = i;
-                call->peer = k;
+                mrd__strlcpy(call->peer, p->name, sizeof(call->peer));
                 call->sent_ms = mrd__now_ms(a);
+                mrd_log(MRD_LOG_DEBUG, "peer lease requested", MRD_S("peer", p->name),
+                        MRD_S("url", p->url), MRD_S("service", m->cfg->service),
+                        MRD_S("source", p->from_controller
+                                            ? (p->from_config ? "controller+config" : "controller")
+                                            : "config"));
                 if (mrd_http_client_request(a->http, &req, on_lease_answer, call) == 0) {
-                    m->peer_busy[k] = 1;
+                    p->busy = 1;
                     call = NULL;
                 }
             }
@@ -268,9 +417,10 @@ void mrd__peer_renew(mrd__agent *a)
 
 size_t mrd__peer_untils(const mrd__agent *a, const mrd__member *m, uint64_t *untils)
 {
+    (void)a;
     size_t n = 0;
-    for (size_t k = 0; k < a->cfg.npeers; k++)
-        if (peer_serves(&a->cfg.peers[k], m->cfg->service))
-            untils[n++] = m->peer_until[k];
+    for (size_t k = 0; k < m->npeers && n < MRD__MAX_PEERS; k++)
+        if (m->peers[k].listed)
+            untils[n++] = m->peers[k].until;
     return n;
 }

@@ -114,10 +114,29 @@ void mrd_hb_answer_init(mrd_hb_answer *a)
     memset(a, 0, sizeof(*a));
 }
 
+static void member_free_lists(mrd_hb_member *m)
+{
+    free(m->leases_required);
+    free(m->leases_held);
+    m->leases_required = m->leases_held = NULL;
+    m->nleases_required = m->nleases_held = 0;
+    m->have_leases = 0;
+}
+
+static void service_free_peers(mrd_hb_service *s)
+{
+    free(s->peers);
+    s->peers = NULL;
+    s->npeers = 0;
+    s->have_peers = 0;
+}
+
 void mrd_hb_request_free(mrd_hb_request *r)
 {
     if (!r)
         return;
+    for (size_t i = 0; r->members && i < r->nmembers; i++)
+        member_free_lists(&r->members[i]);
     free(r->epochs);
     free(r->checks);
     free(r->members);
@@ -132,6 +151,8 @@ void mrd_hb_answer_free(mrd_hb_answer *a)
         return;
     for (size_t i = 0; a->commands && i < a->ncommands; i++)
         json_decref(a->commands[i].args);
+    for (size_t i = 0; a->services && i < a->nservices; i++)
+        service_free_peers(&a->services[i]);
     free(a->services);
     free(a->commands);
     free(a->ack);
@@ -200,6 +221,42 @@ static json_t *standbys_json(const mrd_hb_member *m)
     return arr;
 }
 
+/* A list of names as a JSON array; NULL when out of memory. */
+static json_t *names_json(const mrd_hb_name *names, size_t n)
+{
+    int bad = 0;
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++)
+        put_in_array(arr, json_string(names[i].name), &bad);
+    if (bad) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+/* A service's peer set; NULL when out of memory. */
+static json_t *peers_json(const mrd_hb_service *s)
+{
+    int bad = 0;
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < s->npeers; i++) {
+        const mrd_hb_peer *p = &s->peers[i];
+        json_t *e = json_object();
+        if (e) {
+            put(e, "member", json_string(p->member), &bad);
+            put(e, "node", json_string(p->node), &bad);
+            put(e, "agent_url", str_or_null(p->agent_url), &bad);
+        }
+        put_in_array(arr, e, &bad);
+    }
+    if (bad) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
 json_t *mrd_hb_request_to_json(const mrd_hb_request *r)
 {
     int bad = 0;
@@ -253,6 +310,11 @@ json_t *mrd_hb_request_to_json(const mrd_hb_request *r)
             put(e, "healthy", json_boolean(m->healthy), &bad);
             if (m->nstandbys > 0)
                 put(e, "standbys", standbys_json(m), &bad);
+            if (m->have_leases) {
+                put(e, "leases_required", names_json(m->leases_required, m->nleases_required),
+                    &bad);
+                put(e, "leases_held", names_json(m->leases_held, m->nleases_held), &bad);
+            }
         }
         put_in_array(arr, e, &bad);
     }
@@ -315,6 +377,8 @@ json_t *mrd_hb_answer_to_json(const mrd_hb_answer *a)
             put(e, "primary_position", json_integer((json_int_t)s->primary_position), &bad);
             if (s->primary_member[0])
                 put(e, "primary_member", json_string(s->primary_member), &bad);
+            if (s->have_peers)
+                put(e, "peers", peers_json(s), &bad);
         }
         put(sv, s->service, e, &bad);
     }
@@ -541,6 +605,87 @@ static void *alloc_array(size_t n, size_t size)
 
 #define P(fmt, ...) (snprintf(path, sizeof(path), fmt, __VA_ARGS__), path)
 
+/* An optional array of distinct names (at most MRD_PROTO_MAX_PEERS) into a
+ * new heap array. *present: the key was there (not null). */
+static int get_name_list(ectx *e, const json_t *obj, const char *prefix, const char *key,
+                         mrd_hb_name **out, size_t *n, int *present)
+{
+    const json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    *n = 0;
+    *present = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return fail(e, prefix, key, "must be an array");
+    if (json_array_size(v) > MRD_PROTO_MAX_PEERS)
+        return fail(e, prefix, key, "at most %d entries", MRD_PROTO_MAX_PEERS);
+    if (!(*out = alloc_array(json_array_size(v), sizeof(**out))))
+        return MRD_ENOMEM;
+    *present = 1;
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        const json_t *x = json_array_get(v, i);
+        char sub[300];
+        snprintf(sub, sizeof(sub), "%s%s%s[%zu]", prefix ? prefix : "", prefix ? "." : "", key, i);
+        if (!json_is_string(x))
+            return fail(e, sub, NULL, "must be a string");
+        const char *s = json_string_value(x);
+        size_t len = json_string_length(x);
+        if (len == 0 || len >= MRD_PROTO_NAME_MAX || strlen(s) != len)
+            return fail(e, sub, NULL, "must be a name of 1 to %d bytes", MRD_PROTO_NAME_MAX - 1);
+        for (size_t k = 0; k < len; k++)
+            if ((unsigned char)s[k] < 0x20 || s[k] == 0x7f)
+                return fail(e, sub, NULL, "must not contain control characters");
+        for (size_t k = 0; k < i; k++)
+            if (strcmp((*out)[k].name, s) == 0)
+                return fail(e, sub, NULL, "duplicate name %s", s);
+        memcpy((*out)[i].name, s, len + 1);
+        (*n)++;
+    }
+    return 0;
+}
+
+static int url_ok(const char *u)
+{
+    return (strncmp(u, "http://", 7) == 0 && u[7]) || (strncmp(u, "https://", 8) == 0 && u[8]);
+}
+
+/* A service's "peers" (optional) into s->peers. */
+static int decode_peers(ectx *e, const json_t *v, const char *path, mrd_hb_service *s)
+{
+    const json_t *arr = json_object_get(v, "peers");
+    int rc;
+    if (!arr || json_is_null(arr))
+        return 0;
+    if (!json_is_array(arr))
+        return fail(e, path, "peers", "must be an array");
+    if (json_array_size(arr) > MRD_PROTO_MAX_PEERS)
+        return fail(e, path, "peers", "at most %d entries", MRD_PROTO_MAX_PEERS);
+    if (!(s->peers = alloc_array(json_array_size(arr), sizeof(*s->peers))))
+        return MRD_ENOMEM;
+    s->have_peers = 1;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const json_t *x = json_array_get(arr, i);
+        mrd_hb_peer *p = &s->peers[i];
+        char sub[300];
+        snprintf(sub, sizeof(sub), "%s.peers[%zu]", path, i);
+        if (!json_is_object(x))
+            return fail(e, sub, NULL, "must be an object");
+        if ((rc = get_name(e, x, sub, "member", p->member, sizeof(p->member))) ||
+            (rc = get_name(e, x, sub, "node", p->node, sizeof(p->node))) ||
+            (rc = get_str(e, x, sub, "agent_url", p->agent_url, sizeof(p->agent_url),
+                          STR_NULLABLE | STR_OPTIONAL, 0)))
+            return rc;
+        if (p->agent_url[0] && !url_ok(p->agent_url))
+            return fail(e, sub, "agent_url", "must be an http:// or https:// URL");
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(s->peers[k].node, p->node) == 0)
+                return fail(e, sub, "node", "duplicate peer node %s", p->node);
+        s->npeers++;
+    }
+    return 0;
+}
+
 static int decode_check(ectx *e, const json_t *v, const char *path, mrd_hb_check *c)
 {
     int rc, st = 0;
@@ -618,6 +763,13 @@ static int decode_member(ectx *e, const json_t *v, const char *path, mrd_hb_memb
                 return rc;
         }
     }
+    int held = 0;
+    if ((rc = get_name_list(e, v, path, "leases_required", &m->leases_required,
+                            &m->nleases_required, &m->have_leases)) ||
+        (rc = get_name_list(e, v, path, "leases_held", &m->leases_held, &m->nleases_held, &held)))
+        return rc;
+    if (held && !m->have_leases)
+        return fail(e, path, "leases_held", "needs leases_required");
     return 0;
 }
 
@@ -712,13 +864,17 @@ static int decode_request(ectx *e, const json_t *j, mrd_hb_request *r)
             return MRD_ENOMEM;
         for (size_t i = 0; i < json_array_size(arr); i++, r->nmembers++) {
             mrd_hb_member *m = &r->members[i];
-            if ((rc = decode_member(e, json_array_get(arr, i), P("members[%zu]", i), m)))
+            if ((rc = decode_member(e, json_array_get(arr, i), P("members[%zu]", i), m))) {
+                member_free_lists(m);
                 return rc;
+            }
             for (size_t k = 0; k < i; k++)
                 if (strcmp(r->members[k].service, m->service) == 0 &&
-                    strcmp(r->members[k].name, m->name) == 0)
+                    strcmp(r->members[k].name, m->name) == 0) {
+                    member_free_lists(m);
                     return fail(e, path, NULL, "duplicate member %s of service %s", m->name,
                                 m->service);
+                }
         }
     }
 
@@ -874,6 +1030,10 @@ static int decode_answer(ectx *e, const json_t *j, mrd_hb_answer *a)
                 (rc = get_str(e, v, path, "primary_member", s->primary_member,
                               sizeof(s->primary_member), STR_NULLABLE | STR_OPTIONAL, 0)))
                 return rc;
+            if ((rc = decode_peers(e, v, path, s))) {
+                service_free_peers(s);
+                return rc;
+            }
             a->nservices++;
         }
     }

@@ -8,7 +8,9 @@
  *    "lease_ttl_ms": 5000, "tick_ms": 250, "log_level": "info",
  *    "http": {"max_connections": 20000, "max_connections_per_client": 1024,
  *             "header_timeout_ms": 5000},
- *    "tokens": [{"name": "ops", "token": "...", "role": "operator"}]}
+ *    "tokens": [{"name": "ops", "token": "...", "role": "operator"}],
+ *    "nodes": [{"name": "node-eu", "region": "eu", "agent_url": "http://127.0.0.1:7071"}]}
+ * (regions, services: services.c; nodes: peers.c)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +55,7 @@ static const mrd_cfg_field ctl_fields[] = {
     {"regions", MRD_CFG_ARRAY, 0, 0, MRD_VIEW_MAX_REGIONS, NULL, MRD_CFG_OBJECT,
      &mrd__region_schema},
     {"services", MRD_CFG_ARRAY, 0, 0, 1000, NULL, MRD_CFG_OBJECT, &mrd__service_schema},
+    {"nodes", MRD_CFG_ARRAY, 0, 0, 100000, NULL, MRD_CFG_OBJECT, &mrd__node_schema},
 };
 static const mrd_cfg_schema ctl_schema = {ctl_fields, sizeof(ctl_fields) / sizeof(ctl_fields[0])};
 
@@ -112,7 +115,10 @@ int mrd__ctl_config_load(mrd_ctl *ctl, const char *path, char *err, size_t errle
     rc = mrd_auth_init(&ctl->auth, json_object_get(root, "tokens"), err, errlen);
     if (rc == 0)
         rc = mrd__services_load(ctl, root, err, errlen);
+    if (rc == 0)
+        rc = mrd__nodes_load(ctl, root, err, errlen);
     if (rc != 0 || c->store == NULL) {
+        mrd__nodes_free(ctl);
         mrd__services_free(ctl);
         mrd_auth_free(ctl->auth);
         ctl->auth = NULL;
@@ -132,6 +138,7 @@ void mrd__ctl_config_free(mrd_ctl *ctl)
     mrd_auth_free(ctl->auth);
     ctl->auth = NULL;
     mrd__services_free(ctl);
+    mrd__nodes_free(ctl);
     json_decref(ctl->cfg_json);
     ctl->cfg_json = NULL;
 }

@@ -67,6 +67,14 @@ typedef struct {
     char conninfo[512]; /* how a replica reaches it when it is primary */
 } mrd__member_cfg;
 
+/* A node of the optional "nodes" section (controller/peers.c). */
+#define MRD__URL_MAX 256
+typedef struct {
+    char name[MRD_NAME_MAX];
+    char region[MRD_NAME_MAX];
+    char agent_url[MRD__URL_MAX]; /* where its agent listens; "": not configured */
+} mrd__node_cfg;
+
 typedef struct {
     char name[MRD_NAME_MAX];
     char primary_region[MRD_NAME_MAX]; /* initial, when the store has none */
@@ -88,6 +96,15 @@ typedef struct {
     uint64_t reconcile_interval_ms; /* read-back of dns/registry; 0: default 30 s */
     int repair_drift;               /* write the desired state back on drift */
     uint64_t unfence_sent_ms; /* last recovery unfence of a self-fenced primary (store clock) */
+    /* peer sets (controller/peers.c): JSON arrays for answers, owned */
+    json_t *peers_all;     /* every member */
+    json_t *peers_by_node; /* node -> every member but the one on that node */
+    /* the current primary's reported set against the configuration (leader) */
+    int peer_known;         /* the primary reported the set it requires */
+    int peer_missing;       /* configured members it does not require */
+    int peer_unknown;       /* peers it requires that the configuration does not know */
+    char peer_alerted[256]; /* signature of the mismatch last alerted ("": none) */
+    uint64_t peer_alert_ms; /* when (store clock) */
 } mrd__service;
 
 /* Heartbeat ingest (controller/ingest.c). */
@@ -138,6 +155,10 @@ typedef struct mrd_ctl {
     size_t nregions;
     mrd__service *services;
     size_t nservices;
+    mrd__node_cfg *nodes; /* the "nodes" section (controller/peers.c) */
+    size_t nnodes;
+    int nodes_given;    /* the section is present: members' nodes must be in it */
+    json_t *peer_index; /* service -> [peers_all, peers_by_node] of its mrd__service (owned) */
     /* Leader tick (controller/tick.c). */
     int tick_running;
     uint64_t tick_next_ms;
@@ -231,6 +252,8 @@ int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *
 const char *mrd__snapshot_node_url(mrd_ctl *ctl, const char *node);
 /* The service's row in the leader's last snapshot, or NULL. */
 json_t *mrd__snapshot_service(mrd_ctl *ctl, const char *name);
+/* A member's row in the leader's last snapshot, or NULL. */
+json_t *mrd__snapshot_member(mrd_ctl *ctl, const char *service, const char *member);
 /* Starts an operation (persisted, guarded). cb gets 0 and the new op id, or
  * an error (MRD_ECONFLICT: one runs already / the epoch moved; MRD_ENOTLEADER). */
 typedef void (*mrd__op_created_cb)(int err, const char *op_id, const char *detail, void *data);
@@ -265,6 +288,25 @@ void mrd__cutover_close(mrd_ctl *ctl);
 json_t *mrd__cutover_json(mrd_ctl *ctl, const mrd__service *s);
 /* Appends the cutover families (drift, repairs, fencing, errors, in_sync). */
 void mrd__cutover_metrics(mrd_ctl *ctl, mrd_metrics_buf *b);
+
+/* controller/peers.c: the "nodes" section and the peer sets. _load (after
+ * mrd__services_load) validates nodes against the members and builds each
+ * service's peer sets; returns 0, or MRD_ECONFIG / MRD_ENOMEM with "key:
+ * why" in err. _node_agent_url: the configured URL of a node's agent, or
+ * NULL. _peers_for: the peer set of the member of service on node (borrowed
+ * JSON array; every member when the node has none), NULL for an unknown
+ * service. _peers_view marks the members outside the current primary's
+ * reported lease set; _peers_check compares that set with the configuration
+ * (event when it differs, rate-limited); _peers_metrics: the gauges. */
+extern const mrd_cfg_schema mrd__node_schema;
+int mrd__nodes_load(mrd_ctl *ctl, const json_t *root, char *err, size_t errlen);
+void mrd__nodes_free(mrd_ctl *ctl);
+const mrd__node_cfg *mrd__node_find(const mrd_ctl *ctl, const char *name);
+const char *mrd__node_agent_url(const mrd_ctl *ctl, const char *node);
+json_t *mrd__peers_for(mrd_ctl *ctl, const char *service, const char *node);
+void mrd__peers_view(mrd_ctl *ctl, const mrd__service *s, mrd_view *v);
+void mrd__peers_check(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, uint64_t now);
+void mrd__peers_metrics(mrd_ctl *ctl, mrd_metrics_buf *b);
 
 /* controller/poke.c: asks a node's agent for a heartbeat now. */
 void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands);

@@ -14,7 +14,9 @@
  *   recorded contact + isolation_timeout + isolation_margin (WAIT instead);
  * - never a FAILOVER when the vantage quorum does not see the primary down
  *   (the primary's own agent, when heard reporting it critical or fenced, is
- *   one of the vantage points).
+ *   one of the vantage points);
+ * - never an automatic FAILOVER to a member outside the primary's reported
+ *   lease set (nor a planned one while the primary is silent and unfenced).
  * Bad input (NULL, counts out of range, names without a terminating NUL
  * within MRD_NAME_MAX) gives ALERT invalid_view, never a crash.
  */
@@ -312,8 +314,10 @@ static uint64_t isolation_deadline(const mrd_view_member *m, const mrd_policy *p
     return now >= deadline ? 0 : deadline;
 }
 
-/* Verdict of one member as a target. *lag_only: failed only the lag bound. */
-static mrd_reason judge(const mrd_view_member *m, const mrd_policy *p, uint64_t now, int *lag_only)
+/* Verdict of one member as a target. *lag_only: failed only the lag bound.
+ * lease_strict: a member outside the primary's lease set is refused. */
+static mrd_reason judge(const mrd_view_member *m, const mrd_policy *p, uint64_t now,
+                        int lease_strict, int *lag_only)
 {
     *lag_only = 0;
     if (m->fenced || m->role == MRD_ROLE_FENCED)
@@ -324,6 +328,8 @@ static mrd_reason judge(const mrd_view_member *m, const mrd_policy *p, uint64_t 
         return MRD_REASON_SILENT;
     if (m->health != MRD_HEALTH_PASSING && m->health != MRD_HEALTH_WARNING)
         return MRD_REASON_UNHEALTHY;
+    if (lease_strict && m->outside_leases)
+        return MRD_REASON_OUTSIDE_LEASES;
     if (m->lag_bytes > p->max_lag_bytes) {
         *lag_only = 1;
         return MRD_REASON_LAG_BYTES;
@@ -369,8 +375,8 @@ static int ranked_before(const ranked *a, const ranked *b)
  * did not accept it).
  */
 static int rank_candidates(const mrd_view *v, const mrd_policy *p, uint64_t now, int prim,
-                           const char *target_region, int force, mrd_decision *out,
-                           int *lag_blocked)
+                           const char *target_region, int force, int lease_strict,
+                           mrd_decision *out, int *lag_blocked)
 {
     ranked r[MRD_VIEW_MAX_MEMBERS];
     size_t n = 0;
@@ -388,7 +394,7 @@ static int rank_candidates(const mrd_view *v, const mrd_policy *p, uint64_t now,
         x->c.replay_pos = m->replay_pos;
         x->c.lag_bytes = m->lag_bytes;
         x->c.lag_ms = m->lag_ms;
-        x->c.reason = judge(m, p, now, &lag_only);
+        x->c.reason = judge(m, p, now, lease_strict, &lag_only);
         in_target = !target_region || !target_region[0] || name_eq(m->region, target_region);
         x->c.acceptable = x->c.reason == MRD_REASON_OK || (lag_only && force);
         if (lag_only && !force && in_target)
@@ -549,7 +555,7 @@ mrd_decision_kind mrd_decide(const mrd_view *v, const mrd_policy *p, uint64_t no
         }
     }
     int lag_blocked;
-    int c = rank_candidates(v, p, now, prim, NULL, 0, out, &lag_blocked);
+    int c = rank_candidates(v, p, now, prim, NULL, 0, 1, out, &lag_blocked);
     if (c < 0) {
         if (lag_blocked)
             say(out, MRD_DECISION_ALERT, MRD_REASON_LAG_EXCEEDED,
@@ -599,7 +605,11 @@ mrd_decision_kind mrd_decide_plan(const mrd_view *v, const mrd_policy *p, uint64
         out->primary_down_since_ms = since = down_since(v, pm, p, now);
 
     int lag_blocked;
-    int c = rank_candidates(v, p, now, prim, any ? NULL : target_region, force, out, &lag_blocked);
+    /* a silent primary that confirmed no fence can only be replaced after the
+     * isolation wait, which a member outside its lease set cannot rely on */
+    int lease_strict = member_silent(pm, p, now) && !pm->fence_confirmed;
+    int c = rank_candidates(v, p, now, prim, any ? NULL : target_region, force, lease_strict, out,
+                            &lag_blocked);
     const char *where = any ? "any region" : target_region;
     if (c < 0) {
         if (lag_blocked)

@@ -18,8 +18,10 @@
  *   every heartbeat while the store is unreachable, is answered at once.
  * - The answer (epochs, primaries, pending commands) comes from a cache
  *   refreshed from the store every tick, so followers serve agents as well
- *   as the leader does. Results of commands are acknowledged once the cache
- *   no longer lists the command as pending (the store has the result).
+ *   as the leader does; each service's peer set comes from the configuration
+ *   (peers.c). A primary's reported peer leases are stored with its member
+ *   row; the required set is kept from the last report that carried one. Results of commands are
+ * acknowledged once the cache no longer lists the command as pending (the store has the result).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,7 +231,26 @@ static void render_member(sbuf *b, const mrd_hb_request *r, const mrd_hb_member 
         sb_kint_or_null(b, "replay_lag_ms", s->replay_lag_ms);
         sb_lit(b, "}");
     }
-    sb_lit(b, "]}");
+    sb_lit(b, "]");
+    /* a writable primary's peer leases (null: not reported; the store keeps the
+     * last required set reported, see the flush) */
+    for (int list = 0; list < 2; list++) {
+        const mrd_hb_name *names = list ? m->leases_held : m->leases_required;
+        size_t n = list ? m->nleases_held : m->nleases_required;
+        sb_key(b, list ? "leases_held" : "leases_required");
+        if (!m->have_leases) {
+            sb_lit(b, "null");
+            continue;
+        }
+        sb_lit(b, "[");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                sb_lit(b, ",");
+            sb_str(b, names[i].name);
+        }
+        sb_lit(b, "]");
+    }
+    sb_lit(b, "}");
 }
 
 /* The pending rows of one node: [rows, "node", "members", "results"], the
@@ -315,23 +336,25 @@ static const char *flush_sql =
     "  RETURNING 1),"
     " m AS (INSERT INTO meridian.members AS t (service, name, node, region, role, fenced,"
     "   healthy, timeline, position, receive_position, replay_position, lag_bytes, lag_ms,"
-    "   replay_timestamp, epoch_seen, standbys, last_seen)"
+    "   replay_timestamp, epoch_seen, standbys, leases_required, leases_held, last_seen)"
     "  SELECT DISTINCT ON (x.service, x.name) x.service, x.name, x.node, x.region, x.role,"
     "   x.fenced, x.healthy, x.timeline, x.position, x.receive_position, x.replay_position,"
     "   x.lag_bytes, x.lag_ms, to_timestamp(x.replay_timestamp_ms / 1000.0), x.epoch_seen,"
-    "   coalesce(x.standbys, '[]'), now()"
+    "   coalesce(x.standbys, '[]'), x.leases_required, x.leases_held, now()"
     "  FROM b, json_to_recordset(b.j->'members') AS x(service text, name text, node text,"
     "   region text, role text, fenced boolean, healthy boolean, timeline bigint,"
     "   position numeric, receive_position numeric, replay_position numeric,"
     "   lag_bytes numeric, lag_ms bigint, replay_timestamp_ms bigint, epoch_seen bigint,"
-    "   standbys jsonb)"
+    "   standbys jsonb, leases_required jsonb, leases_held jsonb)"
     "  ON CONFLICT (service, name) DO UPDATE SET node = EXCLUDED.node, region = EXCLUDED.region,"
     "   role = EXCLUDED.role, fenced = EXCLUDED.fenced, healthy = EXCLUDED.healthy,"
     "   timeline = EXCLUDED.timeline, position = EXCLUDED.position,"
     "   receive_position = EXCLUDED.receive_position,"
     "   replay_position = EXCLUDED.replay_position, lag_bytes = EXCLUDED.lag_bytes,"
     "   lag_ms = EXCLUDED.lag_ms, replay_timestamp = EXCLUDED.replay_timestamp,"
-    "   epoch_seen = EXCLUDED.epoch_seen, standbys = EXCLUDED.standbys, last_seen = now()"
+    "   epoch_seen = EXCLUDED.epoch_seen, standbys = EXCLUDED.standbys,"
+    "   leases_required = coalesce(EXCLUDED.leases_required, t.leases_required),"
+    "   leases_held = EXCLUDED.leases_held, last_seen = now()"
     "  RETURNING 1),"
     " r AS (UPDATE meridian.commands c SET status = x.status, result = x.result,"
     "   finished_at = now()"
@@ -569,8 +592,17 @@ static json_t *build_answer(mrd_ctl *ctl, const mrd_hb_request *r)
     for (size_t i = 0; i < r->nmembers; i++) {
         const char *svc = r->members[i].service;
         json_t *s = json_object_get(in->services, svc);
-        if (s && json_object_get(services, svc) == NULL)
+        if (s == NULL || json_object_get(services, svc) != NULL)
+            continue;
+        /* the peer set comes from this controller's configuration */
+        json_t *peers = mrd__peers_for(ctl, svc, r->node);
+        json_t *copy = peers ? json_copy(s) : NULL;
+        if (copy) {
+            json_object_set(copy, "peers", peers);
+            json_object_set_new(services, svc, copy);
+        } else {
             json_object_set(services, svc, s);
+        }
     }
     json_t *commands = json_array();
     json_t *pending = json_object_get(in->commands, r->node);

@@ -173,6 +173,7 @@ static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
     mrd_http_server_stats_get(ctl->http, &hs);
     mrd_metrics_http_server(&b, &hs);
     service_metrics(ctl, &b);
+    mrd__peers_metrics(ctl, &b);   /* peer set against the configuration (leader) */
     mrd__cutover_metrics(ctl, &b); /* drift, repairs, fencing (leader) */
     mrd__checkpoint_metrics(ctl, &b);
     if (b.err != 0) {

@@ -285,7 +285,10 @@ static int cond_holds(mrd_op_cond c, const mrd_op *op, const mrd_op_inputs *in, 
     case MRD_COND_ISOLATED: {
         /* never recorded: its agent's isolation clock started before the op */
         uint64_t base = in->old_last_contact_ms ? in->old_last_contact_ms : op->created_ms;
-        return !in->old_reachable && now >= base && now - base >= op->timeouts.isolation_ms;
+        /* a target outside the old primary's lease set granted it no lease: the
+         * old primary may still be writable on the others' leases */
+        return !in->old_reachable && !in->target_outside_leases && now >= base &&
+               now - base >= op->timeouts.isolation_ms;
     }
     case MRD_COND_CAUGHT_UP:
         return in->target_replay_pos >= op->barrier_pos;

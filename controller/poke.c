@@ -8,9 +8,10 @@
  * at-most-once and epoch checks apply as ever): a lost poke costs at most
  * one heartbeat interval.
  *
- * The agent's URL comes from its own heartbeats (nodes.api_url, read in the
- * leader's snapshot). A poke that only asks for a fresh report is sent at
- * most once per node per POKE_MIN_INTERVAL_MS; one with new commands always.
+ * The agent's URL is the node's agent_url of the configuration ("nodes");
+ * only for a node it does not configure, the api_url of its own heartbeats
+ * (nodes.api_url, read in the leader's snapshot). A poke that only asks for a fresh report is sent
+ * at most once per node per POKE_MIN_INTERVAL_MS; one with new commands always.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,11 @@ static void poke_done(const mrd_http_client_result *res, void *data)
 
 void mrd__poke(mrd_ctl *ctl, const char *node, int with_commands)
 {
-    if (ctl->http_client == NULL || ctl->cfg.agent_token[0] == '\0' || ctl->snapshot == NULL)
+    if (ctl->http_client == NULL || ctl->cfg.agent_token[0] == '\0')
         return;
-    const char *url = mrd__snapshot_node_url(ctl, node);
+    const char *url = mrd__node_agent_url(ctl, node);
+    if (url == NULL && ctl->snapshot != NULL)
+        url = mrd__snapshot_node_url(ctl, node);
     if (url == NULL || url[0] == '\0')
         return;
     uint64_t now = mrd__now_ms();

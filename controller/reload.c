@@ -9,7 +9,7 @@
  * can apply (name, region, listen, advertise_url, store) are reported and keep their running
  * values.
  *
- * What is applied: regions, services (policies, members, drivers), tokens,
+ * What is applied: regions, services (policies, members, drivers), nodes, tokens,
  * log level, lease TTL, tick period, agent token. The run-time state of each
  * service that exists in both (last decision, cutover progress) is carried
  * over by name; the leader writes the new topology to the store on its next
@@ -110,6 +110,18 @@ int mrd__reload(mrd_ctl *ctl, const char *path)
     ctl->nservices = next.nservices;
     next.services = s;
     next.nservices = ns;
+    mrd__node_cfg *nd = ctl->nodes;
+    size_t nn = ctl->nnodes;
+    int ng = ctl->nodes_given;
+    ctl->nodes = next.nodes;
+    ctl->nnodes = next.nnodes;
+    ctl->nodes_given = next.nodes_given;
+    next.nodes = nd;
+    next.nnodes = nn;
+    next.nodes_given = ng;
+    json_t *pi = ctl->peer_index;
+    ctl->peer_index = next.peer_index;
+    next.peer_index = pi;
     json_t *j = ctl->cfg_json;
     ctl->cfg_json = next.cfg_json;
     next.cfg_json = j;

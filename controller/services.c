@@ -240,8 +240,11 @@ int mrd__services_load(mrd_ctl *ctl, const json_t *root, char *err, size_t errle
 
 void mrd__services_free(mrd_ctl *ctl)
 {
-    for (size_t i = 0; i < ctl->nservices; i++)
+    for (size_t i = 0; i < ctl->nservices; i++) {
         free(ctl->services[i].members);
+        json_decref(ctl->services[i].peers_all);
+        json_decref(ctl->services[i].peers_by_node);
+    }
     free(ctl->services);
     free(ctl->regions);
     ctl->services = NULL;
@@ -261,6 +264,8 @@ void mrd__service_carry(mrd__service *to, const mrd__service *from)
     memcpy(to->registry_error, from->registry_error, sizeof(to->registry_error));
     memcpy(to->dns_error, from->dns_error, sizeof(to->dns_error));
     to->driver_retry_ms = from->driver_retry_ms;
+    memcpy(to->peer_alerted, from->peer_alerted, sizeof(to->peer_alerted));
+    to->peer_alert_ms = from->peer_alert_ms;
 }
 
 mrd__service *mrd__service_find(mrd_ctl *ctl, const char *name)

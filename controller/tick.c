@@ -41,6 +41,7 @@ static const char *snapshot_sql =
     "   'receive_position', m.receive_position, 'replay_position', m.replay_position,"
     "   'lag_bytes', m.lag_bytes, 'lag_ms', m.lag_ms, 'epoch_seen', m.epoch_seen,"
     "   'last_seen_ms', (extract(epoch FROM m.last_seen) * 1000)::bigint,"
+    "   'leases_required', m.leases_required, 'leases_held', m.leases_held,"
     "   'api_url', n.api_url, 'warning', n.checks @> '[{\"status\": \"warning\"}]')), '[]')"
     "   FROM meridian.members m LEFT JOIN meridian.nodes n ON n.name = m.node"
     "   WHERE m.service IN (SELECT name FROM meridian.services)),"
@@ -133,6 +134,11 @@ const char *mrd__snapshot_node_url(mrd_ctl *ctl, const char *node)
 {
     return json_string_value(json_object_get(
         json_object_get(json_object_get(ctl->snapshot, "ix_nodes"), node), "api_url"));
+}
+
+json_t *mrd__snapshot_member(mrd_ctl *ctl, const char *service, const char *member)
+{
+    return snap_member(ctl->snapshot, service, member);
 }
 
 json_t *mrd__snapshot_service(mrd_ctl *ctl, const char *name)
@@ -253,6 +259,7 @@ int mrd__view_build(mrd_ctl *ctl, const mrd__service *s, mrd_view *v, uint64_t *
         if (vm->role == MRD_ROLE_PRIMARY)
             vm->lag_ms = 0;
     }
+    mrd__peers_view(ctl, s, v); /* members outside the primary's lease set */
     return 0;
 }
 
@@ -603,6 +610,9 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
     in.old_reachable = old_seen != 0 && old_seen + s->policy.node_timeout_ms > now;
     json_t *fence = command_of(cmds, &op, "fence", "fence");
     in.old_fence_confirmed = command_is(fence, "done");
+    for (size_t k = 0; k < v->nmembers; k++)
+        if (strcmp(v->members[k].node, op.to_node) == 0)
+            in.target_outside_leases = v->members[k].outside_leases;
     in.old_unfence_confirmed = command_is(command_of(cmds, &op, "rollback", "unfence"), "done");
     in.old_last_contact_ms = old_seen;
     in.old_last_pos = old ? jint(old, "position") : 0;
@@ -872,6 +882,7 @@ static void tick_parsed(json_t *snap, void *data)
         if (mrd__view_build(ctl, s, v, &now) != 0)
             continue;
         json_t *op = find_by(ops, "service", s->name, NULL, NULL);
+        mrd__peers_check(ctl, s, v, now);
         if (op)
             drive_op(ctl, s, v, op, now);
         else

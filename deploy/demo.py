@@ -55,7 +55,7 @@ def main():
     profile = os.environ.get("MERIDIAN_DEMO_PROFILE", "fast")
     step("1. three regions on loopback (profile %s): PostgreSQL eu (primary), us, ap "
          "(streaming replicas), an agent and a controller in each" % profile)
-    d = Deployment(profile=profile, rejoin=True)
+    d = Deployment(profile=profile, rejoin=True, nodes=True)
     d.wait_ready()
     show(d)
 

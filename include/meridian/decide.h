@@ -140,6 +140,10 @@ typedef struct {
     uint64_t lag_ms;           /* replay lag in time; MRD_LAG_UNKNOWN if unknown */
     int fenced;                /* reports its member fenced (not writable) */
     int fence_confirmed;       /* confirmed a fence at the current epoch */
+    int outside_leases;        /* the current primary's last reported set of required peer
+                                  leases is not empty and does not include this member: the
+                                  primary may stay writable on the others' leases, and this
+                                  member promised it nothing */
 } mrd_view_member;
 
 /* Everything mrd_decide() knows about one service. */
@@ -201,7 +205,8 @@ typedef enum {
     XX(LAG_BYTES, "lag_bytes_exceeded")          /* candidate: lag_bytes > max_lag_bytes */        \
     XX(LAG_MS, "lag_ms_exceeded")                /* candidate: lag_ms > max_lag_ms */              \
     XX(OUTRANKED, "outranked")                   /* candidate: acceptable, another preferred */    \
-    XX(NOT_TARGET, "not_target_region")          /* candidate: not in the requested region */
+    XX(NOT_TARGET, "not_target_region")          /* candidate: not in the requested region */      \
+    XX(OUTSIDE_LEASES, "outside_lease_set")      /* candidate: not in the primary's lease set */
 
 typedef enum {
 #define MRD__REASON_ENUM(n, s) MRD_REASON_##n,
@@ -265,7 +270,10 @@ typedef struct {
  *  6. last failover less than min_failover_interval_s ago -> ALERT anti_flap.
  *  7. candidates: every member except the primary, role replica, not fenced,
  *     not silent, health passing or warning, lag_bytes <= max_lag_bytes and
- *     lag_ms <= max_lag_ms; ordered by region priority (lower first), then
+ *     lag_ms <= max_lag_ms, and not outside_leases (a member the primary's
+ *     reported lease set leaves out: reason outside_lease_set; the primary
+ *     could stay writable on the leases of the others, so it is never an
+ *     automatic target); ordered by region priority (lower first), then
  *     replay_pos (higher first), then node name. None -> ALERT lag_exceeded
  *     if some live healthy replica failed only the lag bound, else ALERT
  *     no_candidate: never a promotion.
@@ -294,7 +302,12 @@ mrd_decision_kind mrd_decide(const mrd_view *view, const mrd_policy *policy, uin
  * anti-flap (manual actions are allowed in all of them). target_region NULL
  * or "" = best candidate anywhere, else the best candidate of that region.
  * force accepts a candidate beyond the lag bound (never a silent, critical,
- * fenced or non-replica one). Result:
+ * fenced or non-replica one). A member outside the primary's lease set
+ * (outside_leases) is refused while the primary is silent and has not
+ * confirmed a fence (its promotion could only follow the isolation wait,
+ * which does not hold against the others' leases); with a reachable primary
+ * it is acceptable, since the operation promotes only after a confirmed
+ * fence (opfsm: no "isolated" path to a member outside the set). Result:
  *   FAILOVER (reason manual, or forced when only force made it acceptable);
  *   WAIT isolation_wait: acceptable, but the old primary is silent and
  *     unfenced, so the promotion cannot happen before not_before_ms (the

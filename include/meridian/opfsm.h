@@ -81,9 +81,9 @@ typedef enum {
     XX(CANCELLED, "cancelled")             /* in.cancel */                                         \
     XX(STEP_FAILED, "step_failed")         /* in.step_failed: action failed for good */            \
     XX(FENCE_CONFIRMED, "fence_confirmed") /* in.old_fence_confirmed */                            \
-    XX(ISOLATED, "isolated")             /* !old_reachable, now >= old_last_contact + isolation */ \
-    XX(CAUGHT_UP, "caught_up")           /* in.target_replay_pos >= barrier */                     \
-    XX(TARGET_PRIMARY, "target_primary") /* in.target_is_primary */                                \
+    XX(ISOLATED, "isolated")   /* !old_reachable, !target_outside_leases, isolation over */        \
+    XX(CAUGHT_UP, "caught_up") /* in.target_replay_pos >= barrier */                               \
+    XX(TARGET_PRIMARY, "target_primary")     /* in.target_is_primary */                            \
     XX(REGISTRY_APPLIED, "registry_applied") /* in.registry_epoch >= op.epoch */                   \
     XX(DNS_APPLIED, "dns_applied")           /* in.dns_epoch >= op.epoch */                        \
     XX(REJOINED, "rejoined")                 /* in.old_rejoined */                                 \
@@ -163,6 +163,9 @@ typedef struct {
     int old_reachable;       /* old primary's node is heard from (not silent): then only its
                                 confirmation ends a failover's fence step */
     int old_fence_confirmed; /* old primary confirmed the fence at op.epoch */
+    int target_outside_leases;    /* the old primary's reported lease set leaves the target
+                                     out: only a confirmed fence (never "isolated") lets a
+                                     failover pass the fence step */
     int old_unfence_confirmed;    /* old primary confirmed the unfence at op.epoch */
     uint64_t old_last_contact_ms; /* its last recorded contact (store clock) */
     uint64_t old_final_pos;       /* its final position, reported with the fence */

@@ -19,7 +19,12 @@
  *                 "replay_position": 0,           replica: pg_last_wal_replay_lsn
  *                 "replay_timestamp_ms": 0,       last replayed commit, Unix ms (0: none)
  *                 "lag_bytes": 0, "lag_ms": 0,    null: unknown
- *                 "healthy": true}],
+ *                 "healthy": true,
+ *                 "leases_required": ["db-us-1", "db-ap-1"],   writable primary only:
+ *                 "leases_held": ["db-us-1"]}],                the peers (node names)
+ *                                                  whose leases keep it writable
+ *                                                  without a recorded contact, and
+ *                                                  those it holds a valid lease from
  *    "probes":  [{"region": "us", "target": "10.0.0.1:5432", "ok": true,
  *                 "latency_ms": 1.5, "error": null}],
  *    "results": [{"id": "c-17", "status": "done|failed|refused", "error": null,
@@ -33,7 +38,14 @@
  *   {"recorded": true,                 the store committed this heartbeat
  *    "heartbeat_ms": 1000,             interval the agent should use
  *    "services": {"orders": {"epoch": 7, "primary_region": "eu", "primary_member": "orders-eu-1",
- *                            "primary_position": 123456}},
+ *                            "primary_position": 123456,
+ *                            "peers": [{"member": "orders-us-1", "node": "db-us-1",
+ *                                       "agent_url": "http://10.0.2.21:7070"}]}},
+ *                                      peers: every other configured member of the
+ *                                      service, from the controller's configuration
+ *                                      (agent_url null when it configures none); a
+ *                                      primary of the service must hold a lease from
+ *                                      each (optional: absent = not told)
  *    "commands": [{"id": "c-18", "service": "orders", "member": "orders-eu-1",
  *                  "kind": "fence|unfence|promote|rejoin", "epoch": 8,
  *                  "args": {"primary_conninfo": "..."}}],
@@ -86,7 +98,8 @@
 #define MRD_PROTO_MAX_CHECKS      256
 #define MRD_PROTO_MAX_MEMBERS     256
 #define MRD_PROTO_MAX_PROBES      64
-#define MRD_PROTO_MAX_STANDBYS    8 /* per member: rows of pg_stat_replication */
+#define MRD_PROTO_MAX_STANDBYS    8  /* per member: rows of pg_stat_replication */
+#define MRD_PROTO_MAX_PEERS       64 /* per service (answer) / per member (leases) */
 #define MRD_PROTO_ADDR_MAX        64
 #define MRD_PROTO_STATE_MAX       32
 #define MRD_PROTO_MAX_RESULTS     1024
@@ -159,6 +172,11 @@ typedef struct {
     int64_t replay_lag_ms;                 /* -1: unknown (null on the wire) */
 } mrd_hb_standby;
 
+/* A name in a list (peer node names of a member's leases). */
+typedef struct {
+    char name[MRD_PROTO_NAME_MAX];
+} mrd_hb_name;
+
 typedef struct {
     char service[MRD_PROTO_NAME_MAX];
     char name[MRD_PROTO_NAME_MAX];
@@ -175,6 +193,14 @@ typedef struct {
     int healthy;
     mrd_hb_standby standbys[MRD_PROTO_MAX_STANDBYS];
     size_t nstandbys;
+    /* Peer leases of a writable primary (both lists heap-allocated, owned by
+     * the request: mrd_hb_request_free). have_leases: "leases_required" was
+     * sent (an empty list is a reported empty set); held only with it. */
+    int have_leases;
+    mrd_hb_name *leases_required; /* node names of the peers it must hold leases from */
+    size_t nleases_required;
+    mrd_hb_name *leases_held; /* node names of the peers whose lease is valid now */
+    size_t nleases_held;
 } mrd_hb_member;
 
 typedef struct {
@@ -216,6 +242,13 @@ typedef struct {
     size_t nresults;
 } mrd_hb_request;
 
+/* One member of a service's peer set, as the controller configures it. */
+typedef struct mrd_hb_peer {
+    char member[MRD_PROTO_NAME_MAX];
+    char node[MRD_PROTO_NAME_MAX];
+    char agent_url[MRD_PROTO_TARGET_MAX]; /* http(s) URL; "": none configured (null) */
+} mrd_hb_peer;
+
 typedef struct {
     char service[MRD_PROTO_NAME_MAX];
     int64_t epoch;
@@ -225,6 +258,11 @@ typedef struct {
                                                 the store names primary; any other member that
                                                 finds itself a writable primary, and was not
                                                 promoted in this epoch, fences itself */
+    /* The peer set (heap-allocated, owned by the answer). have_peers: "peers"
+     * was sent (an empty list is an empty set). */
+    int have_peers;
+    struct mrd_hb_peer *peers;
+    size_t npeers;
 } mrd_hb_service;
 
 typedef struct {

@@ -44,7 +44,12 @@ class Deployment:
     def __init__(self, profile="default", policy=None, tmp=None, store=None,
                  heartbeat_ms=None, lease_ttl_ms=None, log_level="info", agent_extra=None,
                  dns=None, registry=None, webhooks=None, service_extra=None,
-                 rejoin=False, netns=False, route=None, check_interval_ms=None):
+                 rejoin=False, netns=False, route=None, check_interval_ms=None,
+                 nodes=False, member_regions=None):
+        # nodes: the controllers configure "nodes" (each agent's URL);
+        # member_regions: the regions whose members the controllers configure
+        # (default all; self.all_members has every one); agent_extra: keys for
+        # every agent, or {"by_region": {"eu": {...}}} for some
         self.tmp = tmp or h.TempDir("deploy")
         self.net = None
         if netns:
@@ -94,9 +99,12 @@ class Deployment:
         # controllers
         self.ctl = {}
         ports = {r: h.free_port() for r, _ in REGIONS}
-        members = [{"name": "orders-" + r, "node": "node-" + r, "region": r,
-                    "conninfo": "host=%s port=%d user=postgres application_name=pg-%s"
-                    % (self.host[r], self.pg[r].port, r)} for r, _ in REGIONS]
+        aports = {r: h.free_port() for r, _ in REGIONS}
+        self.all_members = [{"name": "orders-" + r, "node": "node-" + r, "region": r,
+                             "conninfo": "host=%s port=%d user=postgres application_name=pg-%s"
+                             % (self.host[r], self.pg[r].port, r)} for r, _ in REGIONS]
+        members = [m for m in self.all_members
+                   if member_regions is None or m["region"] in member_regions]
         self.service_cfg = {"name": SERVICE, "primary_region": "eu", "profile": profile,
                             "policy": self.policy, "members": members}
         # cutover targets (include/meridian/cutover.h) and service-level keys
@@ -109,13 +117,16 @@ class Deployment:
             extra = {"regions": [{"name": n, "priority": p} for n, p in REGIONS],
                      "services": [self.service_cfg], "tick_ms": 100 if fast else 250,
                      "agent_token": PEER_TOKEN}
+            if nodes:
+                extra["nodes"] = [{"name": "node-" + n, "region": n,
+                                   "agent_url": "http://%s:%d" % (self.host[n], aports[n])}
+                                  for n, _ in REGIONS]
             self.ctl[r] = h.Controller("ctl-" + r, r, self.store, self.tmp,
                                        lease_ttl_ms=self.lease_ttl_ms, port=ports[r],
                                        log_level=log_level, extra=extra, host=self.host[r],
                                        netns=self._ns(r))
         # agents: each talks to its own region's controller first
         self.agents = {}
-        aports = {r: h.free_port() for r, _ in REGIONS}
         for r, _ in REGIONS:
             ctls = ["http://%s:%d" % route(r, o, "controller", self.host[o], ports[o])
                     for o in [r] + [o for o, _ in REGIONS if o != r]]
@@ -142,7 +153,10 @@ class Deployment:
                                  "interval_ms": max(500, self.heartbeat_ms),
                                  "timeout_ms": max(500, self.heartbeat_ms)}
                                 for o, _ in REGIONS if o != r]}
-            extra.update(agent_extra or {})
+            if agent_extra and "by_region" in agent_extra:
+                extra.update(agent_extra["by_region"].get(r, {}))
+            else:
+                extra.update(agent_extra or {})
             self.agents[r] = h.Agent("node-" + r, r, ctls, self.tmp, log_level=log_level,
                                      extra=extra, port=aports[r], host=self.host[r],
                                      netns=self._ns(r))

@@ -47,7 +47,7 @@ Test(agent_config, full)
         "\"listen\":\"127.0.0.1:7070\","
         "\"peer_tokens\":[{\"name\":\"p\",\"token\":\"x\",\"role\":\"agent\"}],"
         "\"peers\":[{\"name\":\"db-us-1\",\"url\":\"http://127.0.0.1:7071\",\"token\":\"y\","
-        "\"services\":[\"orders\"]}],"
+        "\"services\":[\"orders\"]}],\"peer_token\":\"z\","
         "\"members\":[{\"service\":\"orders\",\"name\":\"orders-eu-1\",\"kind\":\"postgresql\","
         "\"conninfo\":\"host=x\",\"rejoin_command\":[\"/bin/hook\",\"-v\"],"
         "\"fence\":{\"mode\":\"stop\",\"command\":[\"/bin/stop\"]}},"
@@ -68,6 +68,7 @@ Test(agent_config, full)
     cr_assert_eq(cfg.listen_port, 7070);
     cr_assert_eq(cfg.npeers, 1);
     cr_assert_str_eq(cfg.peers[0].services[0], "orders");
+    cr_assert_str_eq(cfg.peer_token, "z");
     cr_assert_eq(cfg.nmembers, 2);
     cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_STOP);
     cr_assert_str_eq(cfg.members[0].fence_cmd[0], "/bin/stop");
@@ -196,6 +197,8 @@ Test(agent_config, shipped_example_loads)
     cr_assert_eq(cfg.nmembers, 1);
     cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_DEMOTE);
     cr_assert_eq(cfg.members[0].fence_timeout_ms, 5000);
+    cr_assert_eq(cfg.nprobes, 1);
+    cr_assert_eq(cfg.probes[0].kind, MRD__CHECK_PG, "the example probes at the application level");
     mrd__agent_config_free(&cfg);
 }
 
@@ -225,8 +228,6 @@ Test(agent_config, fence_demote_is_the_postgresql_default)
                       &cfg, err, sizeof(err)),
                  0, "%s", err);
     cr_assert_eq(cfg.members[0].fence_mode, MRD__FENCE_READ_ONLY);
-    cr_assert_eq(cfg.nprobes, 1);
-    cr_assert_eq(cfg.probes[0].kind, MRD__CHECK_PG, "the example probes at the application level");
     mrd__agent_config_free(&cfg);
 }
 

@@ -55,6 +55,7 @@ typedef struct {
     long long seen; /* ms ago; NEVER: last_seen_ms = 0 */
     unsigned long long replay, lagb, lagms, cur;
     int fenced, confirmed;
+    int outside; /* outside the primary's reported lease set */
 } M;
 
 typedef struct {
@@ -730,6 +731,70 @@ static const tc cases[] = {
      .members = {{EU1}, {US1, .h = CRIT}, {AP1}},
      .kind = K_ALERT,
      .reason = MRD_REASON_NO_CANDIDATE},
+
+    /* ---- the primary's lease set ---- */
+    {.name = "lease set: critical primary, preferred us outside its lease set: failover to ap",
+     .regions = RG_DOWN,
+     .members = {{EU1, .h = CRIT}, {US1, .outside = 1}, {AP1}},
+     .down_since_ago = 3000,
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_CRITICAL,
+     .expect_node = "db-ap-1"},
+    {.name = "lease set: silent primary, us outside its lease set: failover to ap",
+     .regions = RG_DOWN,
+     .members = {{EU1, SILENT_LONG}, {US1, .outside = 1}, {AP1}},
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_PRIMARY_SILENT,
+     .expect_node = "db-ap-1"},
+    {.name = "lease set: silent primary, the only replica outside its lease set: no candidate",
+     .regions = RG_DOWN,
+     .members = {{EU1, SILENT_LONG}, {US1, .outside = 1}},
+     .kind = K_ALERT,
+     .reason = MRD_REASON_NO_CANDIDATE},
+    {.name = "lease set: silent primary that confirmed a fence: still never automatic",
+     .regions = RG_DOWN,
+     .members = {{EU1, SILENT_LONG, .fenced = 1, .confirmed = 1}, {US1, .outside = 1}},
+     .kind = K_ALERT,
+     .reason = MRD_REASON_NO_CANDIDATE},
+    {.name = "lease set: outside member beyond the lag bound too: no lag alert, no candidate",
+     .regions = RG_DOWN,
+     .members = {{EU1, .h = CRIT}, {US1, .outside = 1, .lagb = 20 * MIB}},
+     .down_since_ago = 3000,
+     .kind = K_ALERT,
+     .reason = MRD_REASON_NO_CANDIDATE},
+    {.name = "plan: target outside the lease set, primary reachable: acceptable (fence first)",
+     .plan = 1,
+     .target = "us",
+     .regions = RG_UP,
+     .members = {{EU1}, {US1, .outside = 1}, {AP1}},
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_MANUAL,
+     .expect_node = "db-us-1"},
+    {.name = "plan: target outside the lease set, primary silent and unfenced: refused",
+     .plan = 1,
+     .target = "us",
+     .force = 1,
+     .regions = RG_DOWN,
+     .members = {{EU1, SILENT_LONG}, {US1, .outside = 1}, {AP1}},
+     .kind = K_ALERT,
+     .reason = MRD_REASON_NO_CANDIDATE},
+    {.name = "plan: any region, primary silent: the member inside the lease set is chosen",
+     .plan = 1,
+     .force = 1,
+     .regions = RG_DOWN,
+     .members = {{EU1, SILENT_LONG}, {US1, .outside = 1}, {AP1}},
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_MANUAL,
+     .expect_node = "db-ap-1"},
+    {.name = "plan: target outside the lease set, silent primary confirmed its fence: acceptable",
+     .plan = 1,
+     .target = "us",
+     .force = 1,
+     .regions = RG_DOWN,
+     .members = {{EU1, SILENT_LONG, .fenced = 1, .confirmed = 1}, {US1, .outside = 1}, {AP1}},
+     .kind = K_FAILOVER,
+     .reason = MRD_REASON_MANUAL,
+     .expect_node = "db-us-1"},
     {.name = "plan: no primary known",
      .plan = 1,
      .target = "us",
@@ -779,6 +844,7 @@ static void build(const tc *c, mrd_view *v, mrd_policy *p)
         m->lag_ms = s->lagms;
         m->fenced = s->fenced;
         m->fence_confirmed = s->confirmed;
+        m->outside_leases = s->outside;
     }
 }
 
@@ -962,6 +1028,27 @@ Test(decide, agent_of_a_critical_primary_is_a_vantage_point)
     mrd_decide(&v, &p, NOW, &d);
     cr_assert_eq(d.votes_down, 2);
     cr_assert_eq(d.votes_needed, 2);
+}
+
+Test(decide, candidate_outside_the_lease_set_says_so)
+{
+    static mrd_view v;
+    static mrd_policy p;
+    static mrd_decision d;
+    base_view(&v, &p);
+    v.members[0].last_seen_ms = NOW - 10000;
+    v.members[1].outside_leases = 1; /* db-us-1 */
+    cr_assert_eq(mrd_decide(&v, &p, NOW, &d), MRD_DECISION_FAILOVER, "%s", d.text);
+    cr_assert_str_eq(d.target_node, "db-ap-1");
+    int seen = 0;
+    for (size_t j = 0; j < d.ncandidates; j++)
+        if (strcmp(d.candidates[j].node, "db-us-1") == 0) {
+            seen = 1;
+            cr_assert_eq(d.candidates[j].reason, MRD_REASON_OUTSIDE_LEASES);
+            cr_assert_eq(d.candidates[j].acceptable, 0);
+        }
+    cr_assert(seen);
+    cr_assert_str_eq(mrd_reason_name(MRD_REASON_OUTSIDE_LEASES), "outside_lease_set");
 }
 
 Test(decide, quorum_counts_are_reported)

@@ -407,6 +407,32 @@ Test(opfsm, rejoin_timeout_completes_with_rejoin_pending)
 
 /* ---- failover -------------------------------------------------------------- */
 
+Test(opfsm, failover_target_outside_the_lease_set_needs_a_confirmed_fence)
+{
+    mrd_op op;
+    uint64_t now;
+    drive_to(&op, MRD_OP_FAILOVER, MRD_STEP_FENCE, &now);
+    uint64_t contact = T0 - 1000;
+    uint64_t deadline = contact + pol.isolation_timeout_ms + pol.isolation_margin_ms;
+    mrd_op_inputs in = {.old_reachable = 0,
+                        .old_last_contact_ms = contact,
+                        .target_outside_leases = 1,
+                        .target_receive_pos = 8000};
+    /* isolation is over, but the old primary may still hold the others' leases */
+    mrd_op_transition t = go(&op, &in, deadline + 1);
+    expect_stay(&t, MRD_STEP_FENCE);
+    mrd_op saved = op;
+    /* only a confirmed fence lets it on */
+    in.old_fence_confirmed = 1;
+    t = go(&op, &in, deadline + 2);
+    expect_move(&t, MRD_STEP_CATCHUP, MRD_COND_FENCE_CONFIRMED);
+    /* without one, the step times out into a rollback: never a promotion */
+    op = saved;
+    in.old_fence_confirmed = 0;
+    t = go(&op, &in, op.step_started_ms + op.timeouts.ms[MRD_TMO_FENCE]);
+    expect_move(&t, MRD_STEP_ROLLBACK, MRD_COND_TIMEOUT);
+}
+
 Test(opfsm, failover_unreachable_old_primary_waits_out_isolation)
 {
     mrd_op op;

@@ -593,3 +593,166 @@ Test(protocol, standbys_round_trip_and_errors)
         mrd_hb_request_free(&d);
     }
 }
+
+/* ---- peer sets (answer) and peer leases (member) ---- */
+
+Test(protocol, answer_peers_round_trip)
+{
+    mrd_hb_answer a, d;
+    char err[256];
+    mrd_hb_answer_init(&a);
+    a.heartbeat_ms = 1000;
+    a.nservices = 2;
+    a.services = calloc(2, sizeof(*a.services));
+    snprintf(a.services[0].service, MRD_PROTO_NAME_MAX, "orders");
+    a.services[0].have_peers = 1;
+    a.services[0].npeers = 2;
+    a.services[0].peers = calloc(2, sizeof(mrd_hb_peer));
+    snprintf(a.services[0].peers[0].member, MRD_PROTO_NAME_MAX, "orders-us");
+    snprintf(a.services[0].peers[0].node, MRD_PROTO_NAME_MAX, "node-us");
+    snprintf(a.services[0].peers[0].agent_url, MRD_PROTO_TARGET_MAX, "http://127.0.0.1:7071");
+    snprintf(a.services[0].peers[1].member, MRD_PROTO_NAME_MAX, "orders-ap");
+    snprintf(a.services[0].peers[1].node, MRD_PROTO_NAME_MAX, "node-ap");
+    /* "users": no peers key at all (an older controller) */
+    snprintf(a.services[1].service, MRD_PROTO_NAME_MAX, "users");
+    json_t *j = mrd_hb_answer_to_json(&a);
+    cr_assert_not_null(j);
+    json_t *peers =
+        json_object_get(json_object_get(json_object_get(j, "services"), "orders"), "peers");
+    cr_assert_eq(json_array_size(peers), 2);
+    cr_assert(json_is_null(json_object_get(json_array_get(peers, 1), "agent_url")));
+    cr_assert_null(
+        json_object_get(json_object_get(json_object_get(j, "services"), "users"), "peers"));
+    cr_assert_eq(mrd_hb_answer_from_json(j, &d, err, sizeof(err)), 0, "%s", err);
+    json_decref(j);
+    for (size_t i = 0; i < d.nservices; i++) {
+        const mrd_hb_service *s = &d.services[i];
+        if (strcmp(s->service, "orders") == 0) {
+            cr_assert_eq(s->have_peers, 1);
+            cr_assert_eq(s->npeers, 2);
+            cr_assert_str_eq(s->peers[0].member, "orders-us");
+            cr_assert_str_eq(s->peers[0].node, "node-us");
+            cr_assert_str_eq(s->peers[0].agent_url, "http://127.0.0.1:7071");
+            cr_assert_str_eq(s->peers[1].agent_url, "");
+        } else {
+            cr_assert_eq(s->have_peers, 0);
+            cr_assert_eq(s->npeers, 0);
+        }
+    }
+    mrd_hb_answer_free(&d);
+    mrd_hb_answer_free(&a);
+
+    /* an empty set is a set: told, nobody to hold a lease from */
+    const char *empty = "{\"recorded\":false,\"heartbeat_ms\":1000,\"services\":{\"s\":{\"epoch\":"
+                        "1,\"peers\":[]}}}";
+    cr_assert_eq(mrd_hb_answer_parse(empty, strlen(empty), &d, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(d.services[0].have_peers, 1);
+    cr_assert_eq(d.services[0].npeers, 0);
+    mrd_hb_answer_free(&d);
+}
+
+Test(protocol, answer_peers_errors_name_the_field)
+{
+    static const struct {
+        const char *peers, *error;
+    } bad[] = {
+        {"{}", "services.s.peers: must be an array"},
+        {"[1]", "services.s.peers[0]: must be an object"},
+        {"[{\"node\":\"n\"}]", "services.s.peers[0].member: is required"},
+        {"[{\"member\":\"m\"}]", "services.s.peers[0].node: is required"},
+        {"[{\"member\":\"m\",\"node\":\"\"}]", "services.s.peers[0].node: must not be empty"},
+        {"[{\"member\":\"m\",\"node\":\"n\",\"agent_url\":\"ftp://x\"}]",
+         "services.s.peers[0].agent_url: must be an http:// or https:// URL"},
+        {"[{\"member\":\"m\",\"node\":\"n\",\"agent_url\":\"http://x\\r\\nHost: y\"}]",
+         "services.s.peers[0].agent_url: must not contain control characters"},
+        {"[{\"member\":\"m\",\"node\":\"n\",\"agent_url\":7}]",
+         "services.s.peers[0].agent_url: must be a string"},
+        {"[{\"member\":\"m\",\"node\":\"n\"},{\"member\":\"m2\",\"node\":\"n\"}]",
+         "services.s.peers[1].node: duplicate peer node n"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[1024], err[256];
+        mrd_hb_answer d;
+        snprintf(text, sizeof(text),
+                 "{\"recorded\":false,\"heartbeat_ms\":1000,\"services\":{\"s\":{\"epoch\":1,"
+                 "\"peers\":%s}}}",
+                 bad[i].peers);
+        cr_assert_eq(mrd_hb_answer_parse(text, strlen(text), &d, err, sizeof(err)), MRD_EPARSE,
+                     "%s", text);
+        cr_assert_str_eq(err, bad[i].error);
+        cr_assert_null(d.services);
+    }
+    /* 65 peers: refused before any is read */
+    char text[8192], err[256];
+    size_t pos = (size_t)snprintf(
+        text, sizeof(text),
+        "{\"recorded\":false,\"heartbeat_ms\":1000,\"services\":{\"s\":{\"epoch\":1,"
+        "\"peers\":[");
+    for (int i = 0; i <= MRD_PROTO_MAX_PEERS; i++)
+        pos += (size_t)snprintf(text + pos, sizeof(text) - pos,
+                                "%s{\"member\":\"m%d\",\"node\":\"n%d\"}", i ? "," : "", i, i);
+    snprintf(text + pos, sizeof(text) - pos, "]}}}");
+    mrd_hb_answer d;
+    cr_assert_eq(mrd_hb_answer_parse(text, strlen(text), &d, err, sizeof(err)), MRD_EPARSE);
+    cr_assert_str_eq(err, "services.s.peers: at most 64 entries");
+}
+
+Test(protocol, member_leases_round_trip_and_errors)
+{
+    mrd_hb_request r, d;
+    char err[256];
+    fill_request(&r);
+    mrd_hb_member *m = &r.members[0];
+    m->have_leases = 1;
+    m->nleases_required = 2;
+    m->leases_required = calloc(2, sizeof(mrd_hb_name));
+    snprintf(m->leases_required[0].name, MRD_PROTO_NAME_MAX, "node-us");
+    snprintf(m->leases_required[1].name, MRD_PROTO_NAME_MAX, "node-ap");
+    m->nleases_held = 1;
+    m->leases_held = calloc(1, sizeof(mrd_hb_name));
+    snprintf(m->leases_held[0].name, MRD_PROTO_NAME_MAX, "node-ap");
+    json_t *j = mrd_hb_request_to_json(&r);
+    cr_assert_not_null(j);
+    /* a member without leases (the replica) sends neither key */
+    json_t *m1 = json_array_get(json_object_get(j, "members"), 1);
+    cr_assert_null(json_object_get(m1, "leases_required"));
+    cr_assert_null(json_object_get(m1, "leases_held"));
+    cr_assert_eq(mrd_hb_request_from_json(j, &d, err, sizeof(err)), 0, "%s", err);
+    json_decref(j);
+    cr_assert_eq(d.members[0].have_leases, 1);
+    cr_assert_eq(d.members[0].nleases_required, 2);
+    cr_assert_str_eq(d.members[0].leases_required[1].name, "node-ap");
+    cr_assert_eq(d.members[0].nleases_held, 1);
+    cr_assert_str_eq(d.members[0].leases_held[0].name, "node-ap");
+    cr_assert_eq(d.members[1].have_leases, 0);
+    cr_assert_null(d.members[1].leases_required);
+    mrd_hb_request_free(&d);
+    mrd_hb_request_free(&r);
+
+    static const struct {
+        const char *fields, *error;
+    } bad[] = {
+        {"\"leases_required\":{}", "members[0].leases_required: must be an array"},
+        {"\"leases_required\":[1]", "members[0].leases_required[0]: must be a string"},
+        {"\"leases_required\":[\"\"]",
+         "members[0].leases_required[0]: must be a name of 1 to 127 bytes"},
+        {"\"leases_required\":[\"a\\u0001\"]",
+         "members[0].leases_required[0]: must not contain control characters"},
+        {"\"leases_required\":[\"a\",\"a\"]", "members[0].leases_required[1]: duplicate name a"},
+        {"\"leases_required\":[\"a\"],\"leases_held\":[\"b\",\"b\"]",
+         "members[0].leases_held[1]: duplicate name b"},
+        {"\"leases_held\":[\"a\"]", "members[0].leases_held: needs leases_required"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "{\"node\":\"n\",\"region\":\"eu\",\"seq\":1,\"members\":[{\"service\":\"s\","
+                 "\"name\":\"m\",\"kind\":\"postgresql\",\"role\":\"primary\",\"healthy\":true,"
+                 "%s}]}",
+                 bad[i].fields);
+        cr_assert_eq(mrd_hb_request_parse(text, strlen(text), &d, err, sizeof(err)), MRD_EPARSE,
+                     "%s", text);
+        cr_assert_str_eq(err, bad[i].error);
+        cr_assert_null(d.members);
+    }
+}
