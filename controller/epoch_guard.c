@@ -15,13 +15,15 @@
 
 #include "meridian/error.h"
 
-int mrd__epoch_guard(uint64_t store_epoch, const mrd__eg_member *m, size_t n, mrd__eg_result *out)
+int mrd__epoch_guard(uint64_t store_epoch, const mrd__eg_member *m, size_t n, uint64_t since_ms,
+                     uint64_t wait_ms, uint64_t now_ms, mrd__eg_result *out)
 {
     if (out == NULL || (m == NULL && n > 0))
         return MRD_EINVAL;
     out->reported = 0;
     out->by = 0;
     out->adopt = -1;
+    out->ready = 0;
     for (size_t i = 0; i < n; i++) {
         if (m[i].epoch_seen > out->reported) {
             out->reported = m[i].epoch_seen;
@@ -41,5 +43,13 @@ int mrd__epoch_guard(uint64_t store_epoch, const mrd__eg_member *m, size_t n, mr
     }
     if (claimants != 1)
         out->adopt = -1;
+    if (since_ms == 0)
+        since_ms = now_ms;
+    out->ready = now_ms >= since_ms + wait_ms;
+    size_t fresh = 0;
+    for (size_t i = 0; i < n; i++)
+        fresh += m[i].last_seen_ms >= since_ms;
+    if (fresh == n)
+        out->ready = 1;
     return 1;
 }

@@ -931,10 +931,12 @@ static int epoch_gate(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, uint64_t
         m[n].epoch_seen = jint(row, "epoch_seen");
         m[n].primary = strcmp(jstr(row, "role"), "primary") == 0;
         m[n].fenced = json_is_true(json_object_get(row, "fenced"));
+        m[n].last_seen_ms = jint(row, "last_seen_ms");
         n++;
     }
     mrd__eg_result g;
-    if (mrd__epoch_guard(v->epoch, m, n, &g) != 1) {
+    uint64_t since = s->epoch_reported ? s->epoch_behind_since_ms : now;
+    if (mrd__epoch_guard(v->epoch, m, n, since, s->policy.node_timeout_ms, now, &g) != 1) {
         if (s->epoch_reported != 0) {
             mrd_log(MRD_LOG_INFO, "store epoch caught up", MRD_S("service", s->name),
                     MRD_I("epoch", v->epoch));
@@ -946,9 +948,11 @@ static int epoch_gate(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, uint64_t
         return 0;
     }
     if (s->epoch_reported != g.reported || s->epoch_store != v->epoch) {
+        int first = s->epoch_reported == 0;
         s->epoch_reported = g.reported;
         s->epoch_store = v->epoch;
-        s->epoch_behind_since_ms = now;
+        if (first)
+            s->epoch_behind_since_ms = now;
         s->epoch_behind_total++;
         snprintf(s->epoch_reported_by, sizeof(s->epoch_reported_by), "%s", cfg[g.by]->node);
         mrd_log(MRD_LOG_ERROR, "store epoch below an agent's: not deciding",
@@ -964,7 +968,10 @@ static int epoch_gate(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, uint64_t
                              (json_int_t)v->epoch, "reported_epoch", (json_int_t)g.reported,
                              "reported_by", cfg[g.by]->node));
     }
-    if (!s->epoch_catchup_busy)
+    /* rows the store kept from before its failover are stale: wait until
+     * every member reported again (or node_timeout), so that the member the
+     * lost epoch promoted shows as primary before it is named */
+    if (!s->epoch_catchup_busy && g.ready)
         epoch_catchup(ctl, s, g.adopt >= 0 ? cfg[g.adopt] : NULL);
     return 1;
 }
