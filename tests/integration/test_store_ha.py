@@ -13,10 +13,12 @@ target_session_attrs=read-write, fails over.
       acknowledged write is missing.
 
   async_store_loses_an_epoch
-      primary + asynchronous standby. The standby's WAL receiver is cut, a
-      switchover to us completes on the store's primary (epoch 2: every
-      agent saw it), then the primary is killed and the stale standby
-      promoted: the store shows epoch 1, eu primary, no operation. The
+      primary + asynchronous standby. The standby's WAL receiver is cut, the
+      leader controller is killed (a new leader term the standby never
+      sees), a switchover to us completes on the store's primary (epoch 2:
+      every agent saw it), then the primary is killed and the stale standby
+      promoted: the store shows epoch 1, eu primary, no operation, the first
+      term. The controllers' next term is above the second. The
       leader detects the agents' higher epoch (an alert event and metrics),
       decides nothing until it moved the store's epoch to 2 with us primary
       (an event, under a term above every term held before), and the next
@@ -109,7 +111,8 @@ def wait_store_recovered(d, old_term):
     """The controllers reconnect to the new store primary and agree on a
     leader whose term is not below old_term. Returns (leader, term)."""
     leader, term = h.wait_for_leader(d.controllers(), 60, min_term=old_term - 1)
-    h.wait_until(lambda: all(c.status()["store"]["connected"] for c in d.controllers()), 30,
+    h.wait_until(lambda: all(c.status()["store"]["connected"] for c in d.controllers()
+                             if c.alive()), 30,
                  what="every controller connected to the store again")
     return leader, term
 
@@ -118,7 +121,7 @@ def wait_store_recovered(d, old_term):
 def sync_store_primary_killed():
     tmp = h.TempDir("store-sync")
     a, b, store = make_store(tmp, sync=True)
-    d = Deployment(profile="default", tmp=tmp, store=store, log_level=os.environ.get("DBG_LOG", "info"))
+    d = Deployment(profile="default", tmp=tmp, store=store)
     d.wait_ready()
     d.writer_start()
     op1 = switchover(d, "us")
@@ -162,12 +165,17 @@ def sync_store_primary_killed():
 def async_store_loses_an_epoch():
     tmp = h.TempDir("store-async")
     a, b, store = make_store(tmp, sync=False)
-    d = Deployment(profile="default", tmp=tmp, store=store, log_level=os.environ.get("DBG_LOG", "info"))
+    d = Deployment(profile="default", tmp=tmp, store=store)
     d.wait_ready()
     assert d.service()["epoch"] == 1
 
     h.log("cut the store standby off its primary's WAL")
     b.stop_wal_receiver()
+    # a new leader tenure that only the store's primary records: the
+    # standby's lease row stays in the first term
+    old_leader, first_term = h.wait_for_leader(d.controllers(), 30)
+    old_leader.kill9()
+    h.wait_for_leader(d.controllers(), 60, min_term=first_term)
     op1 = switchover(d, "us")
     assert op1["epoch"] == 2, op1
     # every agent saw epoch 2 (commands, answers) before the store fails
@@ -186,7 +194,11 @@ def async_store_loses_an_epoch():
     leader, term2 = wait_store_recovered(d, term1)
     h.log("leader %s in term %s after the store failover (term %s, row %s before)"
           % (leader.name, term2, term1, term_max))
-    assert term2 > term_max, "a term was handed out again: %s <= %s" % (term2, term_max)
+    # the standby's row says first_term: without the controllers' memory the
+    # next tenure would get first_term + 1, a term already held
+    assert b.sql_value("SELECT term FROM meridian.lease", dbname="meridian") == term2
+    assert term2 > term_max > first_term, "a term was handed out again: %s <= %s" % (
+        term2, term_max)
 
     # the leader caught the store up before deciding anything
     def caught_up():
@@ -218,6 +230,8 @@ def async_store_loses_an_epoch():
     new_ids = store_commands(b)
     h.log("lost operation %s: %s; new operation %s: %s"
           % (op1["id"], sorted(lost_ids), op2["id"], sorted(new_ids)))
+    if str(op2["id"]) == str(op1["id"]):
+        h.log("the store handed operation id %s out again" % op2["id"])
     reused = set(new_ids) & set(lost_ids)
     assert not reused, "command ids reused: %s" % sorted(reused)
     for cid, (node, kind, epoch, status) in new_ids.items():
