@@ -75,6 +75,22 @@ def switchover(d, to, timeout_s=90):
     return op
 
 
+def wait_streaming(d, region, primary, timeout_s=60):
+    """The next switchover's target must follow the new primary first (the
+    follow command of the last switchover reloads its primary_conninfo)."""
+    lsn = d.pg[primary].current_lsn()
+
+    def caught_up():
+        return (d.pg[region].replay_lsn() or 0) >= lsn
+    try:
+        h.wait_until(caught_up, timeout_s, interval_s=0.2,
+                     what="%s replaying from %s" % (region, primary))
+    except h.WaitTimeout:
+        h.log("%s WAL receiver: %s" % (region, d.pg[region].sql(
+            "SELECT status, sender_port, received_tli, latest_end_lsn FROM pg_stat_wal_receiver")))
+        raise
+
+
 def events(d):
     code, body = d.any_controller().get("/v1/events?limit=1000")
     assert code == 200, body
@@ -142,6 +158,7 @@ def sync_store_primary_killed():
     assert svc["epoch"] == 2 and svc["primary_region"] == "us", svc
     assert svc.get("epoch_guard") is None, svc
 
+    wait_streaming(d, "ap", "us")
     op2 = switchover(d, "ap")
     assert op2["epoch"] == 3, op2
     assert int(op2["id"]) > int(op1["id"]), (op1["id"], op2["id"])
@@ -225,6 +242,7 @@ def async_store_loses_an_epoch():
     known = agent_command_ids(d)
     for cid in lost_ids:
         assert cid in known, "agents do not remember %s: %s" % (cid, sorted(known))
+    wait_streaming(d, "ap", "us")
     op2 = switchover(d, "ap")
     assert op2["epoch"] == 3, op2
     new_ids = store_commands(b)
