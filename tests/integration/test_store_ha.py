@@ -123,14 +123,23 @@ def store_commands(pg):
         "SELECT id, node, kind, epoch, status FROM meridian.commands", dbname="meridian")}
 
 
-def wait_store_recovered(d, old_term):
+def wait_store_recovered(d, store, old_term):
     """The controllers reconnect to the new store primary and agree on a
-    leader whose term is not below old_term. Returns (leader, term)."""
-    leader, term = h.wait_for_leader(d.controllers(), 60, min_term=old_term - 1)
+    leader whose term is not below old_term and is the one the new store's
+    lease row holds (a leader of the old store may still claim its lease
+    for a moment: it steps down on its own clock). Returns (leader, term)."""
     h.wait_until(lambda: all(c.status()["store"]["connected"] for c in d.controllers()
-                             if c.alive()), 30,
+                             if c.alive()), 60,
                  what="every controller connected to the store again")
-    return leader, term
+
+    def agreed():
+        r = h.agreed_leader(d.controllers())
+        if r is None or r[1] < old_term:
+            return None
+        row = store.sql("SELECT holder, term FROM meridian.lease", dbname="meridian")[0]
+        return r if (r[0].name, r[1]) == tuple(row) else None
+    return h.wait_until(agreed, 60, interval_s=0.1,
+                        what="a leader agreed on in the new store's term")
 
 
 @test
@@ -149,7 +158,7 @@ def sync_store_primary_killed():
     h.log("SIGKILL the store's primary, promote its synchronous standby")
     a.kill9()
     b.promote()
-    leader, term2 = wait_store_recovered(d, term1)
+    leader, term2 = wait_store_recovered(d, b, term1)
     h.log("leader %s in term %s after the store failover (term %s before)"
           % (leader.name, term2, term1))
     assert term2 >= term1, (term1, term2)
@@ -208,7 +217,7 @@ def async_store_loses_an_epoch():
     b.promote()
     assert b.sql_value("SELECT epoch FROM meridian.services WHERE name = 'orders'",
                        dbname="meridian") in (1, 2)
-    leader, term2 = wait_store_recovered(d, term1)
+    leader, term2 = wait_store_recovered(d, b, term1)
     h.log("leader %s in term %s after the store failover (term %s, row %s before)"
           % (leader.name, term2, term1, term_max))
     # the standby's row says first_term: without the controllers' memory the
