@@ -137,6 +137,11 @@ static void fence_if_superseded(mrd__agent *a)
         if (!sv || sv->primary_member[0] == '\0' || strcmp(sv->primary_member, m->cfg->name) == 0 ||
             m->promoted_epoch >= sv->epoch)
             continue;
+        /* An answer below the epoch this agent has seen comes from a store
+         * that lost transactions (its standby was promoted without them):
+         * it names a primary of the past, not a successor. */
+        if ((int64_t)sv->epoch < mrd__epoch_store_epoch(a->epochs, m->cfg->service))
+            continue;
         mrd_log(MRD_LOG_ERROR, "superseded: fencing the primary", MRD_S("member", m->cfg->name),
                 MRD_S("service", m->cfg->service), MRD_S("primary", sv->primary_member),
                 MRD_I("epoch", sv->epoch));

@@ -68,6 +68,17 @@ static void h_status(mrd_http_request *req, mrd_http_response *res, void *data)
                              ctl->cfg.advertise_url, "is_leader", leader, "term",
                              (json_int_t)ctl->lease.term, "leader", leader_json(ctl), "store",
                              "connected", mrd_pg_connected(ctl->pg), "migrated", ctl->migrated);
+    /* services whose store epoch is below an agent's (the leader refuses
+     * to decide for them until it moved the epoch past it) */
+    json_t *behind = json_array();
+    for (size_t i = 0; i < ctl->nservices; i++) {
+        json_t *g = mrd__epoch_guard_json(ctl, &ctl->services[i]);
+        if (g) {
+            json_object_set_new(g, "service", json_string(ctl->services[i].name));
+            json_array_append_new(behind, g);
+        }
+    }
+    json_object_set_new(json_object_get(body, "store"), "epoch_behind", behind);
     mrd__api_status_services(ctl, res, body);
 }
 

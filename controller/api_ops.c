@@ -263,6 +263,9 @@ static void service_done(int err, PGresult *r, void *data)
         json_object_set_new(o, "profile", json_string(s->profile));
         if (mrd__lease_is_leader(ctl) && s->has_last)
             json_object_set_new(o, "decision", decision_json(&s->last));
+        json_t *guard = mrd__epoch_guard_json(ctl, s);
+        if (guard) /* the store lost an epoch: the leader decides nothing */
+            json_object_set_new(o, "epoch_guard", guard);
     }
     if (o)
         mrd_http_respond_json(q->res, 200, o);

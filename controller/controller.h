@@ -52,6 +52,10 @@ typedef struct {
     int64_t holder_term;
     uint64_t holder_expires_at; /* monotonic ms estimate */
     uint64_t acquired_count;
+    /* Highest term held or read: a new tenure starts above it, even if the
+     * store came back with less (its standby lacked the last transactions). */
+    int64_t max_term_seen;
+    int term_back_logged; /* "lower term" logged once */
 } mrd_lease_state;
 
 /* Regions and services from the configuration (controller/services.c). */
@@ -105,6 +109,15 @@ typedef struct {
     int peer_unknown;       /* peers it requires that the configuration does not know */
     char peer_alerted[256]; /* signature of the mismatch last alerted ("": none) */
     uint64_t peer_alert_ms; /* when (store clock) */
+    /* The store's epoch below one an agent reported (controller/tick.c): the
+     * leader decides nothing for the service until it caught the store up. */
+    uint64_t epoch_reported;              /* highest reported while above the store's; 0: none */
+    uint64_t epoch_store;                 /* the store's epoch then */
+    uint64_t epoch_behind_since_ms;       /* store clock of the detection */
+    char epoch_reported_by[MRD_NAME_MAX]; /* node that reported it */
+    int epoch_catchup_busy;               /* the catch-up statement runs */
+    uint64_t epoch_behind_total;          /* detections */
+    uint64_t epoch_catchups_total;        /* catch-ups the store committed */
 } mrd__service;
 
 /* Heartbeat ingest (controller/ingest.c). */
@@ -254,6 +267,11 @@ const char *mrd__snapshot_node_url(mrd_ctl *ctl, const char *node);
 json_t *mrd__snapshot_service(mrd_ctl *ctl, const char *name);
 /* A member's row in the leader's last snapshot, or NULL. */
 json_t *mrd__snapshot_member(mrd_ctl *ctl, const char *service, const char *member);
+/* The leader's epoch guard of a service as the API shows it ({"state":
+ * "refusing_to_decide", "store_epoch", "reported_epoch", "reported_by",
+ * "since_ms", "catching_up"}), or NULL when the store's epoch is not below an
+ * agent's or this controller is not the leader. New reference. */
+json_t *mrd__epoch_guard_json(mrd_ctl *ctl, const mrd__service *s);
 /* Starts an operation (persisted, guarded). cb gets 0 and the new op id, or
  * an error (MRD_ECONFLICT: one runs already / the epoch moved; MRD_ENOTLEADER). */
 typedef void (*mrd__op_created_cb)(int err, const char *op_id, const char *detail, void *data);

@@ -566,15 +566,20 @@ void mrd__ingest_refresh_now(mrd_ctl *ctl)
     mrd__ingest_cron(ctl, mrd__now_ms());
 }
 
-/* Whether the node hosts a member that is a writable primary AND the one the
- * store names primary: only that member's contact is "recorded" (a primary
- * that came back after a failover must not be kept alive by its heartbeats).
- * A service the store does not know yet counts as the agent says. */
+/* Whether the node hosts a member that is a primary AND the one the store
+ * names primary: only that member's contact is "recorded" (a primary that
+ * came back after a failover must not be kept alive by its heartbeats). A
+ * service the store does not know yet counts as the agent says. A primary
+ * that fenced itself (isolated, e.g. while the store failed over) counts
+ * too: the leader unfences the store's primary when it is heard from again,
+ * and without a recorded contact its agent would fence it again at once,
+ * for ever. Recording it changes nothing the leader decides from (its
+ * last_seen is written either way). */
 static int hosts_primary(mrd_ctl *ctl, const mrd_hb_request *r)
 {
     for (size_t i = 0; i < r->nmembers; i++) {
         const mrd_hb_member *m = &r->members[i];
-        if (m->role != MRD_MEMBER_PRIMARY || m->fenced)
+        if (m->role != MRD_MEMBER_PRIMARY && !(m->role == MRD_MEMBER_FENCED && m->fenced))
             continue;
         json_t *s = json_object_get(ctl->ingest.services, m->service);
         const char *pm = json_string_value(json_object_get(s, "primary_member"));

@@ -15,6 +15,13 @@
  * says later, and every deciding write re-checks meridian.is_leader(holder,
  * term) inside its own transaction.
  *
+ * Terms never go back, even when the store does: a store whose asynchronous
+ * standby was promoted without the last transactions can show a term below
+ * one already held. Every request passes the highest term this controller
+ * has held or read (max_term_seen), and a new tenure starts above it
+ * (sql/007_store_failover.sql). A controller that restarted knows only what
+ * the store says; the other controllers' floors still count.
+ *
  * Called from the controller's cron; never blocks.
  */
 #include <stdio.h>
@@ -79,6 +86,15 @@ static void acquire_done(int err, PGresult *res, void *data)
     copy_field(l->holder_url, sizeof(l->holder_url), res, 4);
     l->holder_term = term;
     l->holder_expires_at = now + expires_in;
+    if (term > l->max_term_seen)
+        l->max_term_seen = term;
+    else if (term < l->max_term_seen && !l->term_back_logged) {
+        /* the store went back (a standby promoted without the last
+         * transactions): the next tenure starts above what we saw */
+        l->term_back_logged = 1;
+        mrd_log(MRD_LOG_WARN, "store shows a lower leader term than seen before",
+                MRD_I("term", term), MRD_I("seen", l->max_term_seen));
+    }
 
     if (held && !ctl->stopping) {
         if (!l->leader || l->term != term) {
@@ -119,14 +135,17 @@ void mrd__lease_cron(mrd_ctl *ctl, uint64_t now)
         return;
     req->ctl = ctl;
     req->sent_at = now;
-    char ttl[32], myterm[32];
+    char ttl[32], myterm[32], minterm[32];
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)ctl->cfg.lease_ttl_ms);
     snprintf(myterm, sizeof(myterm), "%lld", (long long)(l->leader ? l->term : -1));
-    const char *params[5] = {ctl->cfg.name, ctl->cfg.region, ctl->cfg.advertise_url, ttl, myterm};
-    int rc = mrd_pg_query(ctl->pg,
-                          "SELECT held, term, holder, holder_region, holder_url, expires_in_ms "
-                          "FROM meridian.lease_acquire($1, $2, $3, $4::int, $5::bigint)",
-                          5, params, acquire_done, req);
+    snprintf(minterm, sizeof(minterm), "%lld", (long long)l->max_term_seen);
+    const char *params[6] = {ctl->cfg.name, ctl->cfg.region, ctl->cfg.advertise_url,
+                             ttl,           myterm,          minterm};
+    int rc =
+        mrd_pg_query(ctl->pg,
+                     "SELECT held, term, holder, holder_region, holder_url, expires_in_ms "
+                     "FROM meridian.lease_acquire($1, $2, $3, $4::int, $5::bigint, $6::bigint)",
+                     6, params, acquire_done, req);
     if (rc != 0) {
         free(req);
         l->next_attempt = now + ctl->cfg.lease_ttl_ms / 6;

@@ -173,7 +173,33 @@ static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
     mrd_http_server_stats_get(ctl->http, &hs);
     mrd_metrics_http_server(&b, &hs);
     service_metrics(ctl, &b);
-    mrd__peers_metrics(ctl, &b);   /* peer set against the configuration (leader) */
+    mrd__peers_metrics(ctl, &b); /* peer set against the configuration (leader) */
+    {
+        /* the epoch guard (controller/tick.c): leader's view, per service */
+        mrd_metrics_family(&b, "meridian_store_epoch_behind", MRD_METRIC_GAUGE,
+                           "1 while the leader refuses to decide for a service because the "
+                           "store's epoch is below one an agent reported (the store lost "
+                           "transactions).");
+        for (size_t i = 0; i < ctl->nservices; i++) {
+            mrd_metric_label l = {"service", ctl->services[i].name};
+            mrd_metrics_sample_int(&b, &l, 1,
+                                   mrd__lease_is_leader(ctl) && ctl->services[i].epoch_reported);
+        }
+        mrd_metrics_family(&b, "meridian_store_epoch_behind_total", MRD_METRIC_COUNTER,
+                           "Times this controller, as leader, found the store's epoch below an "
+                           "agent's.");
+        for (size_t i = 0; i < ctl->nservices; i++) {
+            mrd_metric_label l = {"service", ctl->services[i].name};
+            mrd_metrics_sample_int(&b, &l, 1, (int64_t)ctl->services[i].epoch_behind_total);
+        }
+        mrd_metrics_family(&b, "meridian_store_epoch_catchups_total", MRD_METRIC_COUNTER,
+                           "Times this controller moved a service's epoch in the store past the "
+                           "highest an agent reported.");
+        for (size_t i = 0; i < ctl->nservices; i++) {
+            mrd_metric_label l = {"service", ctl->services[i].name};
+            mrd_metrics_sample_int(&b, &l, 1, (int64_t)ctl->services[i].epoch_catchups_total);
+        }
+    }
     mrd__cutover_metrics(ctl, &b); /* drift, repairs, fencing (leader) */
     mrd__checkpoint_metrics(ctl, &b);
     if (b.err != 0) {

@@ -22,12 +22,12 @@ json_t *mrd__op_to_json(const mrd_op *op)
         json_object_set_new(tmo, mrd_op_timeout_name((mrd_op_timeout)t),
                             json_integer(op->timeouts.ms[t]));
     json_object_set_new(tmo, "isolation", json_integer(op->timeouts.isolation_ms));
-    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:o, s:I, s:I,"
-                     " s:I, s:I, s:b, s:s, s:s, s:o}",
-                     "id", op->id, "kind", mrd_op_kind_name(op->kind), "service", op->service,
-                     "epoch", (json_int_t)op->epoch, "from_region", op->from_region, "from_node",
-                     op->from_node, "to_region", op->to_region, "to_node", op->to_node, "force",
-                     op->force, "step", mrd_op_step_name(op->step), "created_ms",
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:o, s:I,"
+                     " s:I, s:I, s:I, s:b, s:s, s:s, s:o}",
+                     "id", op->id, "tag", op->tag, "kind", mrd_op_kind_name(op->kind), "service",
+                     op->service, "epoch", (json_int_t)op->epoch, "from_region", op->from_region,
+                     "from_node", op->from_node, "to_region", op->to_region, "to_node", op->to_node,
+                     "force", op->force, "step", mrd_op_step_name(op->step), "created_ms",
                      (json_int_t)op->created_ms, "step_started_ms", (json_int_t)op->step_started_ms,
                      "step_entered_ms", entered, "attempts", (json_int_t)op->attempts,
                      "old_last_pos", (json_int_t)op->old_last_pos, "barrier_pos",
@@ -63,6 +63,10 @@ int mrd__op_from_json(const json_t *j, mrd_op *op)
         get_str(j, "to_region", op->to_region, sizeof(op->to_region)) ||
         get_str(j, "to_node", op->to_node, sizeof(op->to_node)) ||
         get_str(j, "why", op->why, sizeof(op->why)))
+        return MRD_EPARSE;
+    /* no tag: an op persisted before tags existed keeps its command ids */
+    const char *tag = json_string_value(json_object_get(j, "tag"));
+    if (tag != NULL && get_str(j, "tag", op->tag, sizeof(op->tag)) != 0)
         return MRD_EPARSE;
     if (mrd_op_kind_parse(json_string_value(json_object_get(j, "kind")), &op->kind) != 0 ||
         mrd_op_step_parse(json_string_value(json_object_get(j, "step")), &op->step) != 0)

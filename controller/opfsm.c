@@ -7,8 +7,11 @@
  * the transition lists. No I/O, no clock, no allocation.
  *
  * Crash safety: every step can be re-run after a crash without harm.
- *  - Commands carry the op's epoch and a deterministic id "<op>/<step>/<action>";
- *    agents execute an id at most once and refuse epochs below what they saw.
+ *  - Commands carry the op's epoch and a deterministic id
+ *    "<op>.<tag>/<step>/<action>" (the tag is random, fixed at creation, so a
+ *    store that lost transactions and hands out an op id again cannot make
+ *    two ops share a command id); agents execute an id at most once and
+ *    refuse epochs below what they saw.
  *  - Registry and DNS writes compare-and-set or replace for op.epoch: applying
  *    twice is applying once.
  *  - Recorded values (barrier, lost bytes) are written with the step change in
@@ -211,6 +214,19 @@ int mrd_op_step_terminal(mrd_op_step s)
 
 /* ---- op creation --------------------------------------------------------- */
 
+int mrd_op_command_id(const mrd_op *op, const char *step, const char *action, char *buf, size_t len)
+{
+    if (op == NULL || step == NULL || action == NULL || buf == NULL || len == 0)
+        return MRD_EINVAL;
+    int n = op->tag[0] ? snprintf(buf, len, "%s.%s/%s/%s", op->id, op->tag, step, action)
+                       : snprintf(buf, len, "%s/%s/%s", op->id, step, action);
+    if (n < 0 || (size_t)n >= len) {
+        buf[0] = '\0';
+        return MRD_EINVAL;
+    }
+    return 0;
+}
+
 void mrd_op_timeouts_from_policy(mrd_op_timeouts *t, mrd_op_kind kind, const mrd_policy *p)
 {
     memset(t, 0, sizeof(*t));
@@ -349,8 +365,8 @@ static void fill_commands(const mrd_op *op, mrd_op_step step, mrd_op_transition 
         memcpy(c->leader_node, op->to_node, MRD_NAME_MAX);
         break;
     }
-    snprintf(c->command_id, sizeof(c->command_id), "%.*s/%s/%s", MRD_OP_ID_MAX - 1, op->id,
-             mrd_op_step_name(step), mrd_op_action_name(r->action));
+    mrd_op_command_id(op, mrd_op_step_name(step), mrd_op_action_name(r->action), c->command_id,
+                      sizeof(c->command_id));
 }
 
 static void compute_record(const mrd_op *op, const mrd_op_inputs *in, unsigned rec,

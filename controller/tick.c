@@ -22,7 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "controller.h"
+#include "epoch_guard.h"
 #include "meridian/error.h"
 #include "meridian/json_async.h"
 
@@ -349,8 +352,10 @@ static json_t *command_rows(const mrd__service *s, const mrd_op *op, const mrd_o
             const mrd__member_cfg *o = &s->members[k];
             if (strcmp(o->node, c->node) == 0 || strcmp(o->node, c->leader_node) == 0)
                 continue;
-            char id[MRD_OP_CMD_ID_MAX];
-            snprintf(id, sizeof(id), "%.40s/rejoin/follow-%zu", op->id, k);
+            char id[MRD_OP_CMD_ID_MAX], action[32];
+            snprintf(action, sizeof(action), "follow-%zu", k);
+            if (mrd_op_command_id(op, "rejoin", action, id, sizeof(id)) != 0)
+                continue;
             json_array_append_new(
                 rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:{s:s, s:s, s:b, s:s}}", "id", id,
                                 "service", s->name, "member", o->name, "node", o->node, "kind",
@@ -538,7 +543,8 @@ static void op_issue(mrd_ctl *ctl, const mrd__service *s, const mrd_op *op,
 static json_t *command_of(json_t *cmds, const mrd_op *op, const char *step, const char *action)
 {
     char id[MRD_OP_CMD_ID_MAX];
-    snprintf(id, sizeof(id), "%s/%s/%s", op->id, step, action);
+    if (mrd_op_command_id(op, step, action, id, sizeof(id)) != 0)
+        return NULL;
     return find_by(cmds, "id", id, NULL, NULL);
 }
 
@@ -663,6 +669,21 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
 
 /* ---- creating operations ---------------------------------------------- */
 
+/* 16 random hex digits (a new op's tag, part of its command ids). Neither
+ * the op id (a store sequence) nor the epoch or the term is enough on its
+ * own: a store whose asynchronous standby was promoted without the last
+ * transactions can hand all three out again, while agents remember the
+ * command ids they ran and would answer a reused one from their file.
+ * Returns 0, or MRD_EINTERNAL when the random source fails. */
+static int random_tag(char *buf, size_t len)
+{
+    uint64_t v = 0;
+    if (len < 17 || RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
+        return MRD_EINTERNAL;
+    snprintf(buf, len, "%016llx", (unsigned long long)v);
+    return 0;
+}
+
 static void create_done(int err, PGresult *res, void *data)
 {
     op_req *r = data;
@@ -720,11 +741,23 @@ void mrd__op_create(mrd_ctl *ctl, mrd__service *s, mrd_op_kind kind, const char 
     snprintf(r->service, sizeof(r->service), "%s", s->name);
     int rc = mrd_op_init(&r->op, "0", kind, s->name, v->epoch, v->primary_region,
                          old ? old->node : "", to_region, to_node, force, &s->policy, now);
+    if (rc == 0)
+        rc = random_tag(r->op.tag, sizeof(r->op.tag));
     free(v);
     if (rc != 0 || old == NULL) {
         free(r);
         if (cb)
             cb(MRD_EINVAL, "", "cannot describe the operation (unknown primary or target)", data);
+        return;
+    }
+    /* the gate of the tick (epoch_gate) holds for operators too */
+    if (s->epoch_reported >= r->op.epoch) {
+        free(r);
+        if (cb)
+            cb(MRD_ECONFLICT, "",
+               "the store's epoch is below one an agent reported (the store lost transactions); "
+               "the leader is moving it past that first",
+               data);
         return;
     }
     if (expect_epoch != 0 && expect_epoch != r->op.epoch - 1) {
@@ -765,6 +798,194 @@ void mrd__op_create(mrd_ctl *ctl, mrd__service *s, mrd_op_kind kind, const char 
     }
 }
 
+/* ---- a store that went back ------------------------------------------- */
+
+/* When an asynchronous standby of the store is promoted without the last
+ * transactions, the store can show a service in an epoch below one that
+ * agents already saw (and executed commands in). Deciding from that store
+ * would hand the same epoch out again: agents accept commands at an epoch
+ * equal to the highest they saw, so a new operation's fence or promote could
+ * pass where it must be refused. So the leader refuses to decide (no
+ * operation started or advanced) until the store's epoch is at least the
+ * highest reported, and moves it there itself.
+ *
+ * Why setting service.epoch := R (the highest reported) is safe:
+ *  - R was created by a leader and committed before any agent could see it;
+ *    the store lost it, but R is a real epoch, so no epoch is invented;
+ *  - it runs in one statement guarded by meridian.is_leader() (this
+ *    leader's lease and term, which never go back: lease.c), together with
+ *    its event, so no other controller decides meanwhile;
+ *  - the next operation gets R + 1, above every epoch any reporting agent
+ *    has seen: its commands are ordered after everything the lost
+ *    operation did, and agents refuse anything of the lost epochs;
+ *  - the store's primary becomes the member that reports primary, unfenced,
+ *    at R (the one the lost operation promoted); when there is no single
+ *    such member the primary stays as it was and the usual decision applies
+ *    to it in epoch R + 1;
+ *  - operations still running in the store are from epochs <= the store's
+ *    old epoch < R: their commands would be refused; they are finished as
+ *    failed in the same statement, so that none can reuse epoch R.
+ * Agents that do not report (down, cut off) cannot be counted: an epoch
+ * only they saw stays unknown. That is why the store must replicate
+ * synchronously (docs/store.md). */
+typedef struct {
+    mrd_ctl *ctl;
+    char service[MRD_NAME_MAX];
+} catchup_req;
+
+static void catchup_done(int err, PGresult *res, void *data)
+{
+    catchup_req *r = data;
+    mrd__service *s = mrd__service_find(r->ctl, r->service);
+    if (s)
+        s->epoch_catchup_busy = 0;
+    if (err != 0) {
+        mrd_log(MRD_LOG_WARN, "epoch catch-up not written", MRD_S("service", r->service),
+                MRD_S("error", err == MRD_EIO ? PQresultErrorMessage(res) : mrd_strerror(err)));
+    } else if (strcmp(PQgetvalue(res, 0, 0), "1") == 0) {
+        if (s)
+            s->epoch_catchups_total++;
+        mrd_log(MRD_LOG_WARN, "store epoch moved past the agents'", MRD_S("service", r->service),
+                MRD_S("epoch", PQgetvalue(res, 0, 2)), MRD_S("primary", PQgetvalue(res, 0, 3)),
+                MRD_S("operations_failed", PQgetvalue(res, 0, 4)));
+        r->ctl->tick_wanted = 1;
+    }
+    free(r);
+}
+
+static const char *catchup_sql =
+    "WITH g AS (SELECT meridian.is_leader($1, $2::bigint) AS ok),"
+    " sv AS (UPDATE meridian.services SET epoch = $4::bigint,"
+    "   primary_region = CASE WHEN $5 <> '' THEN $5 ELSE primary_region END,"
+    "   primary_member = CASE WHEN $6 <> '' THEN $6 ELSE primary_member END,"
+    "   updated_at = now()"
+    "  WHERE name = $3 AND epoch < $4::bigint AND (SELECT ok FROM g)"
+    "  RETURNING epoch, primary_member),"
+    " op AS (UPDATE meridian.operations SET step = 'failed', outcome = 'failed',"
+    "   finished_at = now(), state = jsonb_set(jsonb_set(state, '{step}', '\"failed\"'),"
+    "    '{why}', to_jsonb($7::text))"
+    "  WHERE service = $3 AND finished_at IS NULL AND EXISTS (SELECT 1 FROM sv) RETURNING id),"
+    " st AS (UPDATE meridian.operation_steps SET finished_at = now(), outcome = 'failed',"
+    "   detail = $7 WHERE operation_id IN (SELECT id FROM op) AND finished_at IS NULL"
+    "  RETURNING 1),"
+    " ev AS (INSERT INTO meridian.events (kind, service, actor, term, message, detail)"
+    "  SELECT 'store.epoch_catchup', $3, $1, $2::bigint, $8, $9::jsonb"
+    "   || jsonb_build_object('operations_failed', (SELECT coalesce(jsonb_agg(id), '[]')"
+    "    FROM op))"
+    "  WHERE EXISTS (SELECT 1 FROM sv) RETURNING 1),"
+    /* every controller refreshes its cache of epochs and commands at once */
+    " n AS (SELECT pg_notify('meridian_commands', $3) WHERE EXISTS (SELECT 1 FROM sv))"
+    " SELECT (SELECT count(*) FROM sv), (SELECT ok FROM g), (SELECT epoch FROM sv),"
+    "  (SELECT primary_member FROM sv), (SELECT count(*) FROM op), (SELECT count(*) FROM st),"
+    "  (SELECT count(*) FROM ev), (SELECT count(*) FROM n)";
+
+static void epoch_catchup(mrd_ctl *ctl, mrd__service *s, const mrd__member_cfg *adopt)
+{
+    catchup_req *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return;
+    r->ctl = ctl;
+    snprintf(r->service, sizeof(r->service), "%s", s->name);
+    char term[32], epoch[32], msg[256];
+    snprintf(term, sizeof(term), "%lld", (long long)ctl->lease.term);
+    snprintf(epoch, sizeof(epoch), "%llu", (unsigned long long)s->epoch_reported);
+    snprintf(msg, sizeof(msg),
+             "the store's epoch %llu was below epoch %llu reported by %s: moved to %llu%s%s",
+             (unsigned long long)s->epoch_store, (unsigned long long)s->epoch_reported,
+             s->epoch_reported_by, (unsigned long long)s->epoch_reported, adopt ? ", primary " : "",
+             adopt ? adopt->name : "");
+    json_t *detail = json_pack("{s:I, s:I, s:s, s:s?}", "store_epoch", (json_int_t)s->epoch_store,
+                               "reported_epoch", (json_int_t)s->epoch_reported, "reported_by",
+                               s->epoch_reported_by, "primary", adopt ? adopt->name : NULL);
+    char *dtext = detail ? json_dumps(detail, JSON_COMPACT) : NULL;
+    json_decref(detail);
+    const char *params[9] = {ctl->cfg.name,
+                             term,
+                             s->name,
+                             epoch,
+                             adopt ? adopt->region : "",
+                             adopt ? adopt->name : "",
+                             "superseded: the store lost a newer epoch (store failover)",
+                             msg,
+                             dtext ? dtext : "{}"};
+    if (mrd_pg_query(ctl->pg, catchup_sql, 9, params, catchup_done, r) == 0)
+        s->epoch_catchup_busy = 1;
+    else
+        free(r);
+    free(dtext);
+}
+
+json_t *mrd__epoch_guard_json(mrd_ctl *ctl, const mrd__service *s)
+{
+    if (!mrd__lease_is_leader(ctl) || s->epoch_reported == 0)
+        return NULL;
+    return json_pack("{s:s, s:I, s:I, s:s, s:I, s:b}", "state", "refusing_to_decide", "store_epoch",
+                     (json_int_t)s->epoch_store, "reported_epoch", (json_int_t)s->epoch_reported,
+                     "reported_by", s->epoch_reported_by, "since_ms",
+                     (json_int_t)s->epoch_behind_since_ms, "catching_up", s->epoch_catchup_busy);
+}
+
+/* Returns 1 when the leader must not decide for this service this tick: the
+ * store's epoch is below one an agent reported (the catch-up is then sent,
+ * once at a time). Logs and records an event when that starts and ends. */
+static int epoch_gate(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, uint64_t now)
+{
+    mrd__eg_member m[MRD_VIEW_MAX_MEMBERS];
+    const mrd__member_cfg *cfg[MRD_VIEW_MAX_MEMBERS];
+    size_t n = 0;
+    for (size_t i = 0; i < s->nmembers && n < MRD_VIEW_MAX_MEMBERS; i++) {
+        json_t *row = snap_member(ctl->snapshot, s->name, s->members[i].name);
+        if (row == NULL)
+            continue;
+        cfg[n] = &s->members[i];
+        m[n].epoch_seen = jint(row, "epoch_seen");
+        m[n].primary = strcmp(jstr(row, "role"), "primary") == 0;
+        m[n].fenced = json_is_true(json_object_get(row, "fenced"));
+        m[n].last_seen_ms = jint(row, "last_seen_ms");
+        n++;
+    }
+    mrd__eg_result g;
+    uint64_t since = s->epoch_reported ? s->epoch_behind_since_ms : now;
+    if (mrd__epoch_guard(v->epoch, m, n, since, s->policy.node_timeout_ms, now, &g) != 1) {
+        if (s->epoch_reported != 0) {
+            mrd_log(MRD_LOG_INFO, "store epoch caught up", MRD_S("service", s->name),
+                    MRD_I("epoch", v->epoch));
+            mrd__event(ctl, "store.epoch_ok", s->name, "meridian",
+                       "the store's epoch is no longer below an agent's: deciding again",
+                       json_pack("{s:I}", "epoch", (json_int_t)v->epoch));
+            s->epoch_reported = 0;
+        }
+        return 0;
+    }
+    if (s->epoch_reported != g.reported || s->epoch_store != v->epoch) {
+        int first = s->epoch_reported == 0;
+        s->epoch_reported = g.reported;
+        s->epoch_store = v->epoch;
+        if (first)
+            s->epoch_behind_since_ms = now;
+        s->epoch_behind_total++;
+        snprintf(s->epoch_reported_by, sizeof(s->epoch_reported_by), "%s", cfg[g.by]->node);
+        mrd_log(MRD_LOG_ERROR, "store epoch below an agent's: not deciding",
+                MRD_S("service", s->name), MRD_I("store_epoch", v->epoch),
+                MRD_I("reported_epoch", g.reported), MRD_S("node", cfg[g.by]->node));
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the store's epoch %llu is below epoch %llu reported by %s: the store lost "
+                 "transactions; no decision until it moved past it",
+                 (unsigned long long)v->epoch, (unsigned long long)g.reported, cfg[g.by]->node);
+        mrd__event(ctl, "alert", s->name, "meridian", msg,
+                   json_pack("{s:s, s:I, s:I, s:s}", "reason", "store_epoch_behind", "store_epoch",
+                             (json_int_t)v->epoch, "reported_epoch", (json_int_t)g.reported,
+                             "reported_by", cfg[g.by]->node));
+    }
+    /* rows the store kept from before its failover are stale: wait until
+     * every member reported again (or node_timeout), so that the member the
+     * lost epoch promoted shows as primary before it is named */
+    if (!s->epoch_catchup_busy && g.ready)
+        epoch_catchup(ctl, s, g.adopt >= 0 ? cfg[g.adopt] : NULL);
+    return 1;
+}
+
 /* ---- the tick ---------------------------------------------------------- */
 
 #define UNFENCE_RETRY_MS 5000
@@ -792,10 +1013,13 @@ static int recover_self_fenced(mrd_ctl *ctl, mrd__service *s, const mrd_view *v,
     if (m == NULL)
         return 0;
     s->unfence_sent_ms = now;
-    char id[MRD_OP_CMD_ID_MAX];
-    /* Ids travel to agents and stay short (at most 63 bytes). */
-    snprintf(id, sizeof(id), "rcv/%llx/%llx/%.20s", (unsigned long long)now,
-             (unsigned long long)v->epoch, s->name);
+    char id[MRD_OP_CMD_ID_MAX], tag[MRD_OP_TAG_MAX];
+    if (random_tag(tag, sizeof(tag)) != 0)
+        return 1;
+    /* Ids travel to agents and stay short (at most 63 bytes); the random
+     * tag keeps them unique even if the store's clock or epoch went back. */
+    snprintf(id, sizeof(id), "rcv/%llx/%llx/%.8s/%.20s", (unsigned long long)now,
+             (unsigned long long)v->epoch, tag, s->name);
     json_t *rows =
         json_pack("[{s:s, s:s, s:s, s:s, s:s, s:I, s:{s:s}}]", "id", id, "service", s->name,
                   "member", m->name, "node", m->node, "kind", "unfence", "epoch",
@@ -880,6 +1104,8 @@ static void tick_parsed(json_t *snap, void *data)
         mrd__service *s = &ctl->services[i];
         uint64_t now;
         if (mrd__view_build(ctl, s, v, &now) != 0)
+            continue;
+        if (epoch_gate(ctl, s, v, now))
             continue;
         json_t *op = find_by(ops, "service", s->name, NULL, NULL);
         mrd__peers_check(ctl, s, v, now);

@@ -21,6 +21,7 @@
 #define MRD_OP_ID_MAX     64
 #define MRD_OP_WHY_MAX    160
 #define MRD_OP_CMD_ID_MAX 96
+#define MRD_OP_TAG_MAX    17 /* 16 hex digits and the NUL */
 
 #define MRD_OP_KIND_MAP(XX)                                                                        \
     XX(SWITCHOVER, "switchover")                                                                   \
@@ -134,6 +135,12 @@ typedef struct {
  * as a blob; mrd_op_apply() is the only function that changes step). */
 typedef struct {
     char id[MRD_OP_ID_MAX];
+    /* Random, chosen once when the op is created and persisted with it:
+     * part of every command id, so that an op id handed out again by a
+     * store that lost transactions (an asynchronous standby promoted) never
+     * names the same commands as the lost op. "" for ops created before
+     * tags existed (their ids keep the old form). */
+    char tag[MRD_OP_TAG_MAX];
     mrd_op_kind kind;
     char service[MRD_NAME_MAX];
     uint64_t epoch; /* the epoch this op establishes (service epoch + 1) */
@@ -185,7 +192,9 @@ typedef struct {
     char region[MRD_NAME_MAX];
     char leader_node[MRD_NAME_MAX]; /* rejoin: the node to follow */
     uint64_t epoch;
-    char command_id[MRD_OP_CMD_ID_MAX]; /* "<op id>/<step>/<action>": same on re-issue */
+    /* "<op id>.<tag>/<step>/<action>" ("<op id>/<step>/<action>" without a
+     * tag): the same on re-issue, never the same for two ops */
+    char command_id[MRD_OP_CMD_ID_MAX];
 } mrd_op_command;
 
 typedef enum { MRD_OP_STAY = 0, MRD_OP_MOVE } mrd_op_result;
@@ -212,6 +221,13 @@ int mrd_op_init(mrd_op *op, const char *id, mrd_op_kind kind, const char *servic
                 uint64_t service_epoch, const char *from_region, const char *from_node,
                 const char *to_region, const char *to_node, int force, const mrd_policy *policy,
                 uint64_t now_ms);
+
+/* Writes the id of the op's command for (step, action) into buf:
+ * "<id>.<tag>/<step>/<action>", or "<id>/<step>/<action>" when the op has no
+ * tag. Returns 0, or MRD_EINVAL when an argument is NULL or the id does not
+ * fit (buf is then ""). */
+int mrd_op_command_id(const mrd_op *op, const char *step, const char *action, char *buf,
+                      size_t len);
 
 /* The timeouts an op of this kind gets from a policy. */
 void mrd_op_timeouts_from_policy(mrd_op_timeouts *t, mrd_op_kind kind, const mrd_policy *policy);

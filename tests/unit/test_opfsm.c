@@ -669,3 +669,24 @@ Test(opfsm, names_are_distinct_and_parse_back)
     cr_assert(mrd_op_step_terminal(MRD_STEP_DONE) && mrd_op_step_terminal(MRD_STEP_ABORTED) &&
               mrd_op_step_terminal(MRD_STEP_FAILED) && !mrd_op_step_terminal(MRD_STEP_ROLLBACK));
 }
+
+/* A tagged op's command ids carry the tag: an op id handed out again by a
+ * store that lost transactions names other commands. */
+Test(opfsm, command_ids_carry_the_tag)
+{
+    mrd_op op;
+    mrd_op_inputs in = {0};
+    mrd_op_transition t;
+    init_op(&op, MRD_OP_SWITCHOVER);
+    snprintf(op.tag, sizeof(op.tag), "0123456789abcdef");
+    in.plan_ok = 1;
+    t = go(&op, &in, T0 + 20);
+    expect_move(&t, MRD_STEP_FENCE, MRD_COND_PLAN_VALID);
+    cr_assert_str_eq(t.commands[0].command_id, "op-42.0123456789abcdef/fence/fence");
+    char id[MRD_OP_CMD_ID_MAX];
+    cr_assert_eq(mrd_op_command_id(&op, "rejoin", "follow-2", id, sizeof(id)), 0);
+    cr_assert_str_eq(id, "op-42.0123456789abcdef/rejoin/follow-2");
+    cr_assert_eq(mrd_op_command_id(&op, "fence", "fence", id, 10), MRD_EINVAL);
+    cr_assert_str_eq(id, "");
+    cr_assert_eq(mrd_op_command_id(NULL, "fence", "fence", id, sizeof(id)), MRD_EINVAL);
+}
