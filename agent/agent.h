@@ -229,6 +229,7 @@ struct mrd__member {
     int64_t promoted_epoch;      /* epoch of the last promote this process carried out */
     uint64_t promote_started_ms; /* a promote executes since (0: none executes) */
     int demoted;                 /* fence mode demote held: reported fenced until unfence/rejoin */
+    int soft_fenced;             /* fenced read_only by the isolation rule (undone the same way) */
     char learnt_data_dir[1024];  /* SHOW data_directory, while the server answered */
     int data_dir_in_flight;
 };
@@ -334,6 +335,11 @@ void mrd__members_poll(mrd__agent *a);
 typedef void (*mrd__action_cb)(mrd__member *m, int err, const char *message, int64_t position,
                                void *data);
 void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data);
+/* The isolation rule's fence of a PostgreSQL member: read_only whatever the
+ * configured mode (exec members: their fence_cmd). Reversible at once by
+ * the leader's unfence when the member is heard again and still primary;
+ * a primary that learns it was superseded gets the configured, hard fence. */
+void mrd__member_fence_soft(mrd__member *m, mrd__action_cb done, void *data);
 void mrd__member_unfence(mrd__member *m, mrd__action_cb done, void *data);
 void mrd__member_promote(mrd__member *m, mrd__action_cb done, void *data);
 void mrd__member_rejoin(mrd__member *m, const json_t *args, int64_t epoch, mrd__action_cb done,

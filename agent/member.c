@@ -540,14 +540,16 @@ static void run_demote(action *x, int to_primary)
     }
 }
 
-void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data)
+static void fence_with(mrd__member *m, int soft, mrd__action_cb done, void *data)
 {
     action *x = action_new(m, done, data, "fence");
     if (!x)
         return;
-    if (m->cfg->fence_mode == MRD__FENCE_DEMOTE) {
+    if (soft && is_pg(m))
+        m->soft_fenced = 1;
+    if (m->cfg->fence_mode == MRD__FENCE_DEMOTE && !(soft && is_pg(m))) {
         run_demote(x, 0);
-    } else if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY) {
+    } else if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY || (soft && is_pg(m))) {
         static const char *const sqls[] = {
             "ALTER SYSTEM SET default_transaction_read_only = on",
             "SELECT pg_reload_conf()",
@@ -565,14 +567,30 @@ void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data)
     }
 }
 
+void mrd__member_fence(mrd__member *m, mrd__action_cb done, void *data)
+{
+    fence_with(m, 0, done, data);
+}
+
+void mrd__member_fence_soft(mrd__member *m, mrd__action_cb done, void *data)
+{
+    fence_with(m, 1, done, data);
+}
+
 void mrd__member_unfence(mrd__member *m, mrd__action_cb done, void *data)
 {
     action *x = action_new(m, done, data, "unfence");
     if (!x)
         return;
-    if (m->cfg->fence_mode == MRD__FENCE_DEMOTE) {
+    /* undo what fenced it: a demote (even in another mode's config: never,
+     * but the file says so), else the soft fence of isolation, else the
+     * configured mode */
+    int soft = m->soft_fenced && !m->demoted;
+    m->soft_fenced = 0;
+    if (m->demoted) {
         run_demote(x, 1);
-    } else if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY) {
+    } else if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY || soft ||
+               (m->cfg->fence_mode == MRD__FENCE_DEMOTE && is_pg(m))) {
         static const char *const sqls[] = {
             "ALTER SYSTEM RESET default_transaction_read_only",
             "SELECT pg_reload_conf()",
