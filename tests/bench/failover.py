@@ -294,11 +294,50 @@ def run_switchover(d):
             "breakdown": op_breakdown(op, t0_wall)}
 
 
+class ReadOnlyWatch:
+    """Polls one member's default_transaction_read_only every 10 ms on one
+    connection (in a thread): the times it read "on". A backend applies a
+    reload before its next statement, so this sees a read-only fence within
+    one poll of the reload, whatever a client's reconnects cost."""
+
+    def __init__(self, pg, interval_s=0.01):
+        self.pg, self.interval_s = pg, interval_s
+        self.stop_ev = threading.Event()
+        self.on = []
+        self.polls = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="read-only watch")
+        self.thread.start()
+
+    def _loop(self):
+        import psycopg2
+        conn = None
+        deadline = time.monotonic() + 600
+        while not self.stop_ev.is_set() and time.monotonic() < deadline:
+            try:
+                if conn is None:
+                    conn = psycopg2.connect(self.pg.conninfo(), connect_timeout=1)
+                    conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SHOW default_transaction_read_only")
+                    v = cur.fetchone()[0]
+                self.polls += 1
+                if v == "on":
+                    self.on.append(time.monotonic())
+            except Exception:
+                conn = None
+            self.stop_ev.wait(self.interval_s)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join(10)
+
+
 def run_agent_freeze(d, pause_s=10.0, after_s=5.0):
     """SIGSTOP eu's agent for pause_s, SIGCONT, watch after_s; figures."""
     d.writer_start()
     h.wait_until(lambda: len(d.writes) >= 25, 30, what="25 writes before the freeze")
     sampler = Sampler(d)
+    ro = ReadOnlyWatch(d.pg["eu"])
     time.sleep(0.5)
     ref0 = d.latest_operation()
     agent = d.agents["eu"]
@@ -310,6 +349,9 @@ def run_agent_freeze(d, pause_s=10.0, after_s=5.0):
     time.sleep(after_s)
     d.writer_stop()
     sampler.stop()
+    ro.stop()
+    on = [t for t in ro.on if t > t0]
+    read_only_s = on[-1] - on[0] + ro.interval_s if on else 0.0
     writes = list(d.writes)
     before = [w for w in writes if w[1] <= t0]
     after = [w for w in writes if w[1] > t0]
@@ -327,6 +369,7 @@ def run_agent_freeze(d, pause_s=10.0, after_s=5.0):
         op = d.operation(ref["id"])
     text = agent.proc.log_text()
     return {"outage_s": outage, "gap_from_s": gap_from, "gap_to_s": gap_to,
+            "read_only_s": read_only_s, "read_only_from_s": on[0] - t0 if on else None,
             "failed_after": d.write_errors - errors0,
             "writes_after": len(after),
             "eu_refused_samples": len([t for t in sampler.eu_not_writable if t > t0 - pause_s]),
@@ -379,11 +422,14 @@ class Bench:
 
 def fmt_run(profile, scenario, i, r):
     if scenario == "agent-freeze":
-        return ("%-7s %-12s run %d: write outage after the resume %.3f s (+%.3f to +%.3f s),"
-                " %d failed and %d"
+        return ("%-7s %-12s run %d: eu read-only for %.3f s%s; write outage after the resume"
+                " %.3f s (+%.3f to +%.3f s), %d failed and %d"
                 " acknowledged writes after it, eu refused writes in %d samples, agent fenced"
                 " itself: %s; two writable in %d/%d samples; setup %.1f s\n      %s: %s"
-                % (profile, scenario, i, r["outage_s"] or 0.0, r["gap_from_s"] or 0.0,
+                % (profile, scenario, i, r["read_only_s"],
+                   " from +%.3f s" % r["read_only_from_s"]
+                   if r["read_only_from_s"] is not None else "",
+                   r["outage_s"] or 0.0, r["gap_from_s"] or 0.0,
                    r["gap_to_s"] or 0.0, r["failed_after"],
                    r["writes_after"], r["eu_refused_samples"],
                    "yes" if r["self_fenced"] else "no", r["two_writable"], r["samples"],
@@ -410,6 +456,12 @@ def mmm(vals):
 
 
 def summary(results):
+    if any(rs for (p, sc), rs in results.items() if sc != "agent-freeze"):
+        summary_failovers(results)
+    summary_freeze(results)
+
+
+def summary_failovers(results):
     say("")
     say("| profile | scenario | runs | first write on new primary s min/med/max "
         "| write gap s min/med/max | acked writes lost min/med/max "
@@ -434,17 +486,22 @@ def summary(results):
             mmm([r["write_gap_s"] for r in rs]), min(lost), statistics.median(lost),
             max(lost), sum(r["two_writable"] for r in rs), sum(r["samples"] for r in rs),
             target))
+
+
+def summary_freeze(results):
     freeze = [(k, rs) for k, rs in results.items() if k[1] == "agent-freeze" and rs]
     if freeze:
         say("")
-        say("| profile | scenario | runs | write outage after resume s min/med/max "
+        say("| profile | scenario | runs | eu read-only s min/med/max "
+            "| write outage after resume s min/med/max "
             "| failed writes after resume min/med/max | runs where eu fenced itself "
             "| operations | two-writable samples |")
-        say("|---|---|---|---|---|---|---|---|")
+        say("|---|---|---|---|---|---|---|---|---|")
     for (profile, scenario), rs in freeze:
         failed = [r["failed_after"] for r in rs]
-        say("| %s | %s | %d | %s | %d / %g / %d | %d | %d | %d of %d |" % (
-            profile, scenario, len(rs), mmm([r["outage_s"] for r in rs]), min(failed),
+        say("| %s | %s | %d | %s | %s | %d / %g / %d | %d | %d | %d of %d |" % (
+            profile, scenario, len(rs), mmm([r["read_only_s"] for r in rs]),
+            mmm([r["outage_s"] for r in rs]), min(failed),
             statistics.median(failed), max(failed), sum(1 for r in rs if r["self_fenced"]),
             sum(1 for r in rs if r["op_kind"]), sum(r["two_writable"] for r in rs),
             sum(r["samples"] for r in rs)))

@@ -1,0 +1,118 @@
+# meridian-test: e2e
+"""A frozen primary agent must not cause a failover or a lasting outage.
+
+eu's agent alone is stopped (SIGSTOP) for well past its isolation timeout
+while its PostgreSQL keeps serving a writer (one insert every 20 ms), then
+resumed (SIGCONT). The other regions' probes see eu's PostgreSQL up the
+whole time, so the leader decides no failover. On resume the agent's
+contact and leases are stale and the leader may, for all it can tell
+without a round trip, have failed over meanwhile: it fences at once
+(agent/heartbeat.c, on_tick), reports the fence at once, and the leader
+unfences the primary it still names. Checked, per profile:
+
+  - the agent noticed the stall (logged);
+  - no operation was started, eu is still the primary and unfenced;
+  - if the agent fenced itself, the unfence came from the leader and was
+    carried out, and the writer is acknowledged by eu again;
+  - no sample (one every ~30 ms) saw two members accept writes, and every
+    acknowledged write is on eu.
+
+No timing is asserted: tests/bench/failover.py --scenario agent-freeze
+measures the outage.
+"""
+
+import threading
+import time
+
+import meridian_harness as h
+from mrd_deploy import Deployment
+
+test = h.test
+
+
+class Sampler:
+    """Which members accept writes, every ~30 ms, in a thread (bounded)."""
+
+    def __init__(self, d):
+        self.d = d
+        self.stop_ev = threading.Event()
+        self.samples = 0
+        self.two_writable = []
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="sampler")
+        self.thread.start()
+
+    def _loop(self):
+        deadline = time.monotonic() + 300
+        while not self.stop_ev.is_set() and time.monotonic() < deadline:
+            w = self.d.writable()
+            self.samples += 1
+            if len(w) > 1:
+                self.two_writable.append((time.monotonic(), w))
+            self.stop_ev.wait(0.03)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join(10)
+
+
+def freeze_and_resume(profile, pause_s):
+    d = Deployment(profile=profile)
+    d.wait_ready()
+    agent = d.agents["eu"]
+    d.writer_start()
+    h.wait_until(lambda: len(d.writes) >= 25, 30, what="25 writes before the freeze")
+    sampler = Sampler(d)
+    eu_port = d.pg["eu"].port
+    try:
+        agent.sigstop()
+        time.sleep(pause_s)
+        agent.sigcont()
+        t_resume = time.monotonic()
+        h.wait_until(lambda: "agent loop stalled" in agent.proc.log_text(), 10,
+                     what="the agent noticing its stall")
+
+        def eu_unfenced():
+            try:
+                m = d.members()["eu"]
+            except (OSError, h.HarnessError):
+                return False
+            return m["role"] == "primary" and not m["fenced"] and m["age_ms"] < 1000
+        h.wait_until(eu_unfenced, 30, what="eu reported an unfenced primary after the resume")
+        h.wait_until(lambda: sum(1 for w in list(d.writes)
+                                 if w[1] > t_resume and w[2] == eu_port) >= 25, 30,
+                     what="25 writes acknowledged by eu after the resume")
+        time.sleep(1.0)  # keep sampling a little past the recovery
+    finally:
+        d.writer_stop()
+        sampler.stop()
+
+    log = agent.proc.log_text()
+    assert d.latest_operation() is None, d.latest_operation()
+    svc = d.service()
+    assert svc["primary_region"] == "eu", svc
+    assert d.writable() == ["eu"], d.writable()
+    if "isolated: fencing the primary" in log:
+        # the unfence of a self-fenced primary, sent by the leader, ran
+        assert "unfencing a self-fenced primary" in "".join(
+            c.proc.log_text() for c in d.controllers()), "no controller unfenced eu"
+        assert "kind=unfence" in log and "command done" in log, log[-3000:]
+    assert sampler.samples > 0
+    assert not sampler.two_writable, sampler.two_writable[:5]
+    # every write the client saw acknowledged is on eu (nothing moved)
+    assert d.lost_writes("eu") == []
+    h.log("%s: %d samples, %d write errors, self-fenced: %s" % (
+        profile, sampler.samples, d.write_errors, "isolated: fencing the primary" in log))
+
+
+@test
+def default_profile():
+    freeze_and_resume("default", 10.0)
+
+
+@test
+def fast_profile():
+    freeze_and_resume("fast", 5.0)
+
+
+if __name__ == "__main__":
+    h.run_all()
