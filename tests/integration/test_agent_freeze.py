@@ -14,14 +14,15 @@ unfences the primary it still names. Checked, per profile:
   - no operation was started, eu is still the primary and unfenced;
   - if the agent fenced itself, the unfence came from the leader and was
     carried out, and the writer is acknowledged by eu again;
-  - no sample (one every ~30 ms) saw two members accept writes, and every
-    acknowledged write is on eu.
+  - the deployment's sampler (one write attempt on each member every
+    50 ms) never saw two members accept writes at once, nor us or ap
+    accept one; eu accepted sampled writes after the resume; every write
+    the writer saw acknowledged is on eu.
 
 No timing is asserted: tests/bench/failover.py --scenario agent-freeze
 measures the outage.
 """
 
-import threading
 import time
 
 import meridian_harness as h
@@ -30,44 +31,19 @@ from mrd_deploy import Deployment
 test = h.test
 
 
-class Sampler:
-    """Which members accept writes, every ~30 ms, in a thread (bounded)."""
-
-    def __init__(self, d):
-        self.d = d
-        self.stop_ev = threading.Event()
-        self.samples = 0
-        self.two_writable = []
-        self.thread = threading.Thread(target=self._loop, daemon=True, name="sampler")
-        self.thread.start()
-
-    def _loop(self):
-        deadline = time.monotonic() + 300
-        while not self.stop_ev.is_set() and time.monotonic() < deadline:
-            w = self.d.writable()
-            self.samples += 1
-            if len(w) > 1:
-                self.two_writable.append((time.monotonic(), w))
-            self.stop_ev.wait(0.03)
-
-    def stop(self):
-        self.stop_ev.set()
-        self.thread.join(10)
-
-
 def freeze_and_resume(profile, pause_s):
     d = Deployment(profile=profile)
     d.wait_ready()
     agent = d.agents["eu"]
     d.writer_start()
     h.wait_until(lambda: len(d.writes) >= 25, 30, what="25 writes before the freeze")
-    sampler = Sampler(d)
+    sampler = d.sampler_start(0.05)  # one write attempt per member every 50 ms
     eu_port = d.pg["eu"].port
     try:
         agent.sigstop()
         time.sleep(pause_s)
         agent.sigcont()
-        t_resume = time.monotonic()
+        t_resume, t_resume_wall = time.monotonic(), time.time()
         h.wait_until(lambda: "agent loop stalled" in agent.proc.log_text(), 10,
                      what="the agent noticing its stall")
 
@@ -96,12 +72,14 @@ def freeze_and_resume(profile, pause_s):
         assert "unfencing a self-fenced primary" in "".join(
             c.proc.log_text() for c in d.controllers()), "no controller unfenced eu"
         assert "kind=unfence" in log and "command done" in log, log[-3000:]
-    assert sampler.samples > 0
-    assert not sampler.two_writable, sampler.two_writable[:5]
+    assert sampler.of("eu", "ok", since=t_resume_wall), "no sampled write accepted by eu"
+    sampler.assert_ok()
+    assert not sampler.of("us", "ok") and not sampler.of("ap", "ok"), sampler.summary()
     # every write the client saw acknowledged is on eu (nothing moved)
     assert d.lost_writes("eu") == []
-    h.log("%s: %d samples, %d write errors, self-fenced: %s" % (
-        profile, sampler.samples, d.write_errors, "isolated: fencing the primary" in log))
+    h.log("%s: samples %s, %d write errors, self-fenced: %s" % (
+        profile, sampler.summary(), d.write_errors, "isolated: fencing the primary" in log))
+    d.log_timeline(sampler, t_resume_wall)
 
 
 @test
