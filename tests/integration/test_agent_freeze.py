@@ -3,10 +3,10 @@
 
 eu's agent alone is stopped (SIGSTOP) for well past its isolation timeout
 while its PostgreSQL keeps serving a writer (one insert every 20 ms), then
-resumed (SIGCONT), in the default profile (a fast-profile deployment does not get
-ready on a loaded 2-core machine: its 125 ms checks swamp the
-postmasters; the behaviour is the same). The other regions' probes see eu's PostgreSQL up the
-whole time, so the leader decides no failover. On resume the agent's
+resumed (SIGCONT), in the default profile (a fast-profile deployment
+does not get ready on a loaded 2-core machine: its 125 ms checks swamp the
+postmasters; the behaviour is the same). The other regions' probes see
+eu's PostgreSQL up the whole time, so the leader decides no failover. On resume the agent's
 contact and leases are stale and the leader may, for all it can tell
 without a round trip, have failed over meanwhile: it fences at once
 (agent/heartbeat.c, on_tick), reports the fence at once, and the leader
@@ -87,7 +87,6 @@ def freeze_and_resume(profile, pause_s):
 @test
 def default_profile():
     freeze_and_resume("default", 10.0)
-
 
 
 if __name__ == "__main__":
