@@ -281,6 +281,7 @@ struct mrd__agent {
     uint64_t last_contact_ms; /* monotonic send time of the last recorded beat */
     int first_round_done;     /* self-fencing starts after the first beat */
     uint64_t started_ms;      /* ... and a poll and a lease round after start */
+    uint64_t tick_last_ms;    /* when the self-fencing tick last ran (stall detection) */
     int stopping;
     int exit_code;
     size_t open_handles; /* closed asynchronously during stop */

@@ -15,7 +15,12 @@
  * primary member is checked against the rule of lease.c; when neither a
  * recorded contact nor every peer lease holds, the member is fenced (loudly)
  * and stays fenced until the controller sends unfence: a self-fenced
- * primary never unfences itself (the leader may already count on it).
+ * primary never unfences itself (the leader may already count on it). The
+ * fence is reported in a heartbeat at once, so that a leader that hears
+ * from the member again unfences it without waiting for the next beat. A
+ * tick that runs a heartbeat or more late (the agent was stalled) is
+ * logged and fences like any other: on_tick says why it does not renew
+ * first.
  * The rule applies from the end of the first heartbeat round after start,
  * and once a status poll and a lease round had time to run (an agent that
  * is down cannot fence anything either; its start must not fence a
@@ -340,12 +345,41 @@ static void on_self_fenced(mrd__member *m, int err, const char *message, int64_t
     m->fenced = 1;
     mrd_log(MRD_LOG_ERROR, "primary fenced itself: isolated from the controllers and its peers",
             MRD_S("member", m->cfg->name), MRD_S("service", m->cfg->service));
+    /* Report the fence now, not at the next beat: a leader that hears from
+     * the fenced primary again unfences it at once (a stalled agent whose
+     * leader did not fail over, or a partition that healed). */
+    mrd__heartbeat_asap(m->agent);
 }
 
+/*
+ * After a stall (the agent stopped, swapped out or paused while its
+ * PostgreSQL kept serving) this tick runs before any answer to a beat or a
+ * lease request sent after the stall, and fences a primary whose contact
+ * and leases are stale. That order is deliberate. The leader never promotes
+ * another member before this one's last recorded contact +
+ * isolation_timeout + isolation_margin unless it confirmed a fence, and a
+ * peer never promotes before a lease it granted ends; once a stall outlasted
+ * both, the leader may have failed over during it (say the region was cut
+ * off as well), and nothing this agent holds without a round trip tells
+ * that stall from one in which nothing happened. A frozen agent fences
+ * nothing while frozen, but once running it must not keep the member
+ * writable past the leader's deadline, not even for the round trip that
+ * would tell (nor for a request timeout when the region is still cut off):
+ * that would lengthen the time two members accept writes. The price is a
+ * short outage when nothing happened: the fence is reported at once
+ * (on_self_fenced) and the leader, hearing from a self-fenced primary that
+ * it still names primary, unfences it at once.
+ */
 static void on_tick(uv_timer_t *t)
 {
     mrd__agent *a = t->data;
     uint64_t now = mrd__now_ms(a);
+    uint64_t stalled = mrd__lease_stall_ms(now, a->tick_last_ms, uv_timer_get_repeat(t));
+    a->tick_last_ms = now;
+    if (stalled >= a->heartbeat_ms && !a->stopping)
+        mrd_log(MRD_LOG_WARN, "agent loop stalled", MRD_U("stalled_ms", stalled),
+                MRD_I("since_contact_ms",
+                      a->have_contact ? (long long)(now - a->last_contact_ms) : -1));
     if (a->stopping || !a->first_round_done ||
         now < a->started_ms + 2 * a->heartbeat_ms + a->cfg.request_timeout_ms)
         return;
@@ -372,7 +406,8 @@ static void on_tick(uv_timer_t *t)
         mrd_log(MRD_LOG_ERROR, "isolated: fencing the primary", MRD_S("member", m->cfg->name),
                 MRD_S("service", m->cfg->service), MRD_S("reason", why),
                 MRD_I("since_contact_ms", have ? (long long)(now - last) : -1),
-                MRD_U("isolation_timeout_ms", a->cfg.isolation_timeout_ms));
+                MRD_U("isolation_timeout_ms", a->cfg.isolation_timeout_ms),
+                MRD_U("stalled_ms", stalled));
         m->self_fencing = 1;
         mrd__member_fence(m, on_self_fenced, NULL);
     }

@@ -94,6 +94,13 @@ mrd__writable mrd__lease_primary_writable(uint64_t now_ms, int have_contact,
     return MRD__WRITABLE_LEASES;
 }
 
+uint64_t mrd__lease_stall_ms(uint64_t now_ms, uint64_t last_ms, uint64_t interval_ms)
+{
+    if (last_ms == 0 || now_ms <= last_ms || now_ms - last_ms <= interval_ms)
+        return 0;
+    return now_ms - last_ms - interval_ms;
+}
+
 uint64_t mrd__lease_request_ttl(uint64_t isolation_timeout_ms)
 {
     if (isolation_timeout_ms < 1)

@@ -18,6 +18,12 @@
  * isolation_timeout, OR every other member's lease is valid (and there is at
  * least one: with no peers configured the failsafe does not apply); else it
  * fences itself.
+ *
+ * The rule holds after a stall too (agent stopped, swapped out, paused),
+ * although the member's PostgreSQL served writes all along: an agent that
+ * resumes past its leader's isolation deadline cannot tell, without a
+ * round trip, whether the leader promoted another member meanwhile, so it
+ * fences at once rather than after asking (heartbeat.c, on_tick).
  */
 #ifndef MERIDIAN_AGENT_LEASE_H
 #define MERIDIAN_AGENT_LEASE_H
@@ -64,6 +70,13 @@ mrd__writable mrd__lease_primary_writable(uint64_t now_ms, int have_contact,
                                           uint64_t last_contact_ms, uint64_t isolation_timeout_ms,
                                           const uint64_t *peer_until, size_t npeers,
                                           const char **why);
+
+/* Lateness of a periodic timer: how much later than last_ms + interval_ms
+ * it ran at now_ms (0 when on time, or when last_ms is 0: first run). A
+ * lateness of a heartbeat or more means the agent's loop was stalled
+ * (process stopped, swapped out, VM paused): whatever it knew of its
+ * contact and leases is as old as the stall. */
+uint64_t mrd__lease_stall_ms(uint64_t now_ms, uint64_t last_ms, uint64_t interval_ms);
 
 /* How long a lease the primary asks for: isolation_timeout_ms, at least
  * 1 ms, at most MRD_PROTO_MAX_LEASE_TTL_MS. */

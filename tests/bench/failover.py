@@ -14,7 +14,14 @@ target_session_attrs=read-write, and measures for each policy profile:
               build/meridianctl does not exist, the same through the REST
               API, said in the output): the write gap (last write
               acknowledged by the old primary -> first by the new), the time
-              until the command returned, and acknowledged writes lost.
+              until the command returned, and acknowledged writes lost;
+  agent-freeze
+              SIGSTOP eu's agent alone for 10 s (PostgreSQL untouched: no
+              failover is expected), then SIGCONT: the write outage after
+              the resume (longest pause between two acknowledged writes
+              that ends after it), failed writes after it, samples in
+              which eu did not accept writes, and whether an operation or
+              a fence happened.
 
 Each run uses a fresh deployment (new temp dir, new store database). During
 each run every member is asked every 50 ms whether it accepts writes; a
@@ -23,7 +30,7 @@ Prints each run, then min/median/max per profile and scenario against the
 targets, and the operation's step durations (where the time goes).
 
   /usr/bin/python3 tests/bench/failover.py [--runs N] [--profile P|all]
-      [--scenario kill|switchover|all] [--build DIR] [--keep]
+      [--scenario kill|switchover|agent-freeze|all] [--build DIR] [--keep]
   /usr/bin/python3 tests/bench/failover.py --probe [--profile P|all]
       [--scenario ...]   one trial per scenario measured by the external
                          failover probe script named by the environment
@@ -148,6 +155,7 @@ class Sampler:
         self.stop_ev = threading.Event()
         self.samples = 0
         self.bad = []
+        self.eu_not_writable = []  # monotonic times of samples where eu refused writes
         self.thread = threading.Thread(target=self._loop, daemon=True, name="sampler")
         self.thread.start()
 
@@ -158,6 +166,8 @@ class Sampler:
             self.samples += 1
             if len(w) > 1:
                 self.bad.append((time.monotonic(), w))
+            if "eu" not in w:
+                self.eu_not_writable.append(time.monotonic())
             self.stop_ev.wait(self.interval_s)
 
     def stop(self):
@@ -284,6 +294,92 @@ def run_switchover(d):
             "breakdown": op_breakdown(op, t0_wall)}
 
 
+class ReadOnlyWatch:
+    """Polls one member's default_transaction_read_only every 10 ms on one
+    connection (in a thread): the times it read "on". A backend applies a
+    reload before its next statement, so this sees a read-only fence within
+    one poll of the reload, whatever a client's reconnects cost."""
+
+    def __init__(self, pg, interval_s=0.01):
+        self.pg, self.interval_s = pg, interval_s
+        self.stop_ev = threading.Event()
+        self.on = []
+        self.polls = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="read-only watch")
+        self.thread.start()
+
+    def _loop(self):
+        import psycopg2
+        conn = None
+        deadline = time.monotonic() + 600
+        while not self.stop_ev.is_set() and time.monotonic() < deadline:
+            try:
+                if conn is None:
+                    conn = psycopg2.connect(self.pg.conninfo(), connect_timeout=1)
+                    conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SHOW default_transaction_read_only")
+                    v = cur.fetchone()[0]
+                self.polls += 1
+                if v == "on":
+                    self.on.append(time.monotonic())
+            except Exception:
+                conn = None
+            self.stop_ev.wait(self.interval_s)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join(10)
+
+
+def run_agent_freeze(d, pause_s=10.0, after_s=5.0):
+    """SIGSTOP eu's agent for pause_s, SIGCONT, watch after_s; figures."""
+    d.writer_start()
+    h.wait_until(lambda: len(d.writes) >= 25, 30, what="25 writes before the freeze")
+    sampler = Sampler(d)
+    ro = ReadOnlyWatch(d.pg["eu"])
+    time.sleep(0.5)
+    ref0 = d.latest_operation()
+    agent = d.agents["eu"]
+    agent.sigstop()
+    time.sleep(pause_s)
+    errors0 = d.write_errors
+    t0, t0_wall = time.monotonic(), time.time()
+    agent.sigcont()
+    time.sleep(after_s)
+    d.writer_stop()
+    sampler.stop()
+    ro.stop()
+    on = [t for t in ro.on if t > t0]
+    read_only_s = on[-1] - on[0] + ro.interval_s if on else 0.0
+    writes = list(d.writes)
+    before = [w for w in writes if w[1] <= t0]
+    after = [w for w in writes if w[1] > t0]
+    # the longest pause between two acknowledged writes that ends after the
+    # resume (a pause in progress at the resume counts whole)
+    seq = before[-1:] + after
+    gaps = [(b[1] - a[1], a[1] - t0, b[1] - t0) for a, b in zip(seq, seq[1:])]
+    outage, gap_from, gap_to = max(gaps) if gaps else (None, None, None)
+    for t, e in d.write_error_log:
+        if t > t0 - 0.5:
+            say("      write error at %+.3f s: %s" % (t - t0, e))
+    ref = d.latest_operation()
+    op = None
+    if ref and (not ref0 or ref["id"] != ref0["id"]):
+        op = d.operation(ref["id"])
+    text = agent.proc.log_text()
+    return {"outage_s": outage, "gap_from_s": gap_from, "gap_to_s": gap_to,
+            "read_only_s": read_only_s, "read_only_from_s": on[0] - t0 if on else None,
+            "failed_after": d.write_errors - errors0,
+            "writes_after": len(after),
+            "eu_refused_samples": len([t for t in sampler.eu_not_writable if t > t0 - pause_s]),
+            "self_fenced": "isolated: fencing the primary" in text,
+            "lost": len(d.lost_writes("eu")), "two_writable": len(sampler.bad),
+            "samples": sampler.samples, "errors": d.write_errors,
+            "op_kind": op and op.get("kind"), "op": op, "t0_wall": t0_wall,
+            "breakdown": op_breakdown(op, t0_wall) if op else "no operation"}
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -308,7 +404,9 @@ class Bench:
             mark = len(h._state.resources)
         try:
             d = self.deployment(profile)
-            res = run_kill(d) if scenario == "kill" else run_switchover(d)
+            runs = {"kill": run_kill, "switchover": run_switchover,
+                    "agent-freeze": run_agent_freeze}
+            res = runs[scenario](d)
             res["setup_s"] = d.setup_s
             res["dir"] = d.tmp.path
             if self.args.keep:
@@ -323,6 +421,19 @@ class Bench:
 
 
 def fmt_run(profile, scenario, i, r):
+    if scenario == "agent-freeze":
+        return ("%-7s %-12s run %d: eu read-only for %.3f s%s; write outage after the resume"
+                " %.3f s (+%.3f to +%.3f s), %d failed and %d"
+                " acknowledged writes after it, eu refused writes in %d samples, agent fenced"
+                " itself: %s; two writable in %d/%d samples; setup %.1f s\n      %s: %s"
+                % (profile, scenario, i, r["read_only_s"],
+                   " from +%.3f s" % r["read_only_from_s"]
+                   if r["read_only_from_s"] is not None else "",
+                   r["outage_s"] or 0.0, r["gap_from_s"] or 0.0,
+                   r["gap_to_s"] or 0.0, r["failed_after"],
+                   r["writes_after"], r["eu_refused_samples"],
+                   "yes" if r["self_fenced"] else "no", r["two_writable"], r["samples"],
+                   r["setup_s"], r["op_kind"] or "no operation", r["breakdown"]))
     if scenario == "kill":
         main = ("first write on new primary %.3f s (write gap %s), new primary %s"
                 % (r["first_write_s"], "%.3f s" % r["write_gap_s"]
@@ -345,13 +456,19 @@ def mmm(vals):
 
 
 def summary(results):
+    if any(rs for (p, sc), rs in results.items() if sc != "agent-freeze"):
+        summary_failovers(results)
+    summary_freeze(results)
+
+
+def summary_failovers(results):
     say("")
     say("| profile | scenario | runs | first write on new primary s min/med/max "
         "| write gap s min/med/max | acked writes lost min/med/max "
         "| two-writable samples | target (median) |")
     say("|---|---|---|---|---|---|---|---|")
     for (profile, scenario), rs in results.items():
-        if not rs:
+        if not rs or scenario == "agent-freeze":
             continue
         metric = "first_write_s" if scenario == "kill" else "write_gap_s"
         bound = TARGETS.get((profile, scenario, metric))
@@ -369,6 +486,25 @@ def summary(results):
             mmm([r["write_gap_s"] for r in rs]), min(lost), statistics.median(lost),
             max(lost), sum(r["two_writable"] for r in rs), sum(r["samples"] for r in rs),
             target))
+
+
+def summary_freeze(results):
+    freeze = [(k, rs) for k, rs in results.items() if k[1] == "agent-freeze" and rs]
+    if freeze:
+        say("")
+        say("| profile | scenario | runs | eu read-only s min/med/max "
+            "| write outage after resume s min/med/max "
+            "| failed writes after resume min/med/max | runs where eu fenced itself "
+            "| operations | two-writable samples |")
+        say("|---|---|---|---|---|---|---|---|---|")
+    for (profile, scenario), rs in freeze:
+        failed = [r["failed_after"] for r in rs]
+        say("| %s | %s | %d | %s | %s | %d / %g / %d | %d | %d | %d of %d |" % (
+            profile, scenario, len(rs), mmm([r["read_only_s"] for r in rs]),
+            mmm([r["outage_s"] for r in rs]), min(failed),
+            statistics.median(failed), max(failed), sum(1 for r in rs if r["self_fenced"]),
+            sum(1 for r in rs if r["op_kind"]), sum(r["two_writable"] for r in rs),
+            sum(r["samples"] for r in rs)))
 
 
 # --------------------------------------------------------------------------
@@ -431,7 +567,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="runs per profile and scenario (5)")
     ap.add_argument("--profile", choices=("default", "fast", "all"), default="all")
-    ap.add_argument("--scenario", choices=("kill", "switchover", "all"), default="all")
+    ap.add_argument("--scenario", choices=("kill", "switchover", "agent-freeze", "all"),
+                    default="all", help="all: kill and switchover")
     ap.add_argument("--probe", action="store_true",
                     help="one failover_probe.py trial per profile and scenario instead")
     ap.add_argument("--build", default=None, help="build directory (default <source>/build)")
@@ -474,6 +611,9 @@ def main():
     bench = Bench(args)
 
     if args.probe:
+        if "agent-freeze" in scenarios:
+            say("--probe measures kill and switchover only")
+            return 2
         if not os.path.isfile(PROBE):
             say("probe not found: %s (set MERIDIAN_FAILOVER_PROBE)" % PROBE)
             return 2

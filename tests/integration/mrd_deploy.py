@@ -71,6 +71,7 @@ class Deployment:
         self.policy.setdefault("rejoin_timeout_ms", 5000)
         self.writes = []          # (id, monotonic time acked, port, insert lsn)
         self.write_errors = 0
+        self.write_error_log = []  # (monotonic time, first line of the error), last 1000
         self._writer = None
         self._stop = threading.Event()
 
@@ -304,8 +305,10 @@ class Deployment:
                                     "RETURNING pg_current_wal_insert_lsn()::text", (i,))
                         lsn = h.lsn_to_int(cur.fetchone()[0])
                     self.writes.append((i, time.monotonic(), conn.info.port, lsn))
-                except Exception:
+                except Exception as e:
                     self.write_errors += 1
+                    self.write_error_log.append((time.monotonic(), str(e).split("\n")[0]))
+                    del self.write_error_log[:-1000]
                     if conn is not None:
                         try:
                             conn.close()

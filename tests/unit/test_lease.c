@@ -128,3 +128,34 @@ Test(lease, request_ttl_bounds)
     cr_assert_eq(mrd__lease_request_ttl(0), 1);
     cr_assert_eq(mrd__lease_request_ttl(10000000), MRD_PROTO_MAX_LEASE_TTL_MS);
 }
+
+Test(lease, stall_is_lateness_past_the_interval)
+{
+    cr_assert_eq(mrd__lease_stall_ms(1000, 0, 100), 0, "first run");
+    cr_assert_eq(mrd__lease_stall_ms(1100, 1000, 100), 0, "on time");
+    cr_assert_eq(mrd__lease_stall_ms(1050, 1000, 100), 0, "early");
+    cr_assert_eq(mrd__lease_stall_ms(1000, 1000, 100), 0);
+    cr_assert_eq(mrd__lease_stall_ms(900, 1000, 100), 0, "a clock that went back");
+    cr_assert_eq(mrd__lease_stall_ms(11150, 1000, 100), 10050, "stopped for ~10 s");
+}
+
+/* An agent stopped for 10 s (SIGSTOP) with a primary whose last recorded
+ * contact was sent at t=1000 and whose leases ended at 5000 (isolation
+ * 4000, margin 1000 on the leader's side): when it resumes at t=11100, the
+ * leader's deadline (1000 + 4000 + 1000) is long past, so the rule fences
+ * before any renewal: the leader may have promoted another member. A stall
+ * that ends while the contact is still fresh changes nothing. */
+Test(lease, resume_after_stall)
+{
+    const char *why;
+    uint64_t peers[2] = {5000, 5000};
+    cr_assert_eq(mrd__lease_primary_writable(11100, 1, 1000, 4000, peers, 2, &why),
+                 MRD__MUST_FENCE);
+    cr_assert_str_eq(why, "no recorded contact and a peer lease is missing");
+    /* stopped from 1500 to 4500: contact sent at 1000 still counts */
+    cr_assert_eq(mrd__lease_primary_writable(4500, 1, 1000, 4000, peers, 2, &why),
+                 MRD__WRITABLE_CONTACT);
+    /* a renewal sent after the stall counts from its sending time */
+    cr_assert_eq(mrd__lease_primary_writable(11200, 1, 11100, 4000, peers, 2, &why),
+                 MRD__WRITABLE_CONTACT);
+}
