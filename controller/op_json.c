@@ -22,18 +22,18 @@ json_t *mrd__op_to_json(const mrd_op *op)
         json_object_set_new(tmo, mrd_op_timeout_name((mrd_op_timeout)t),
                             json_integer(op->timeouts.ms[t]));
     json_object_set_new(tmo, "isolation", json_integer(op->timeouts.isolation_ms));
-    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:o, s:I, s:I,"
-                     " s:I, s:I, s:b, s:s, s:s, s:o}",
-                     "id", op->id, "kind", mrd_op_kind_name(op->kind), "service", op->service,
-                     "epoch", (json_int_t)op->epoch, "from_region", op->from_region, "from_node",
-                     op->from_node, "to_region", op->to_region, "to_node", op->to_node, "force",
-                     op->force, "step", mrd_op_step_name(op->step), "created_ms",
-                     (json_int_t)op->created_ms, "step_started_ms", (json_int_t)op->step_started_ms,
-                     "step_entered_ms", entered, "attempts", (json_int_t)op->attempts,
-                     "old_last_pos", (json_int_t)op->old_last_pos, "barrier_pos",
-                     (json_int_t)op->barrier_pos, "lost_bytes", (json_int_t)op->lost_bytes,
-                     "rejoin_pending", op->rejoin_pending, "failed_from",
-                     mrd_op_step_name(op->failed_from), "why", op->why, "timeouts", tmo);
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:o, s:I, s:I,"
+        " s:I, s:I, s:b, s:s, s:s, s:o}",
+        "id", op->id, "kind", mrd_op_kind_name(op->kind), "service", op->service, "epoch",
+        (json_int_t)op->epoch, "from_region", op->from_region, "from_node", op->from_node,
+        "to_region", op->to_region, "to_node", op->to_node, "force", op->force, "step",
+        mrd_op_step_name(op->step), "created_ms", (json_int_t)op->created_ms, "step_started_ms",
+        (json_int_t)op->step_started_ms, "step_entered_ms", entered, "attempts",
+        (json_int_t)op->attempts, "old_last_pos", (json_int_t)op->old_last_pos, "barrier_pos",
+        (json_int_t)op->barrier_pos, "lost_bytes", (json_int_t)op->lost_bytes, "rejoin_pending",
+        op->rejoin_pending, "failed_from", mrd_op_step_name(op->failed_from), "why", op->why,
+        "timeouts", tmo);
     if (j == NULL)
         return NULL;
     /* the fork and what the old primary wrote beyond it (docs/diverged.md) */

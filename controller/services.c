@@ -261,6 +261,8 @@ void mrd__service_carry(mrd__service *to, const mrd__service *from)
     memcpy(to->registry_error, from->registry_error, sizeof(to->registry_error));
     memcpy(to->dns_error, from->dns_error, sizeof(to->dns_error));
     to->driver_retry_ms = from->driver_retry_ms;
+    to->diverged_ops = from->diverged_ops;
+    to->diverged_bytes = from->diverged_bytes;
 }
 
 mrd__service *mrd__service_find(mrd_ctl *ctl, const char *name)
