@@ -1,0 +1,207 @@
+# meridian-test: e2e
+"""End to end (tests/integration/mrd_deploy.py, profile fast, rejoin=True):
+a whole region frozen with its primary acknowledges a write in the instant
+it resumes, after its replacement was promoted. Nobody can prevent that with
+asynchronous replication (docs/diverged.md); Meridian must detect and report
+it.
+
+  frozen_region_write_after_failover_is_reported
+      eu's agent, controller, postmaster and every backend are stopped with
+      SIGSTOP while a client's INSERT waits on eu (its backend is frozen
+      first, then the INSERT is sent: it waits in the socket). A forced
+      failover to us waits out the isolation time and promotes us; the
+      operation completes with its rejoin pending. Then the eu processes
+      resume: eu commits and acknowledges the waiting INSERT, its agent
+      fences it (superseded) and the queued rejoin rewinds it. Checked: the
+      operation reports the divergence (fork, the old primary's position,
+      diverged_bytes and written_after_failover_bytes, consistent with each
+      other and with the LSN eu really reached), the audit log has an
+      operation.diverged event, the metric counts it, meridianctl's
+      operation view shows it, the INSERT's row is not on us, and eu follows
+      us after the rejoin.
+"""
+
+import os
+import signal
+import threading
+import time
+import urllib.request
+
+import psycopg2
+
+import meridian_harness as h
+from mrd_deploy import Deployment
+
+test = h.test
+
+
+def lsn_int(text):
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def eu_processes(d):
+    """eu's agent, controller, postmaster and its children (backends and
+    auxiliary processes), all ours."""
+    pm = d.pg["eu"].postmaster_pid()
+    assert pm is not None, "eu's postmaster is not running"
+    return [d.agents["eu"].pid, d.ctl["eu"].pid], [pm] + h._children_of(pm)
+
+
+@test
+def frozen_region_write_after_failover_is_reported():
+    d = Deployment(profile="fast", rejoin=True)
+    d.wait_ready()
+    epoch = d.service()["epoch"]
+    eu = d.pg["eu"]
+    eu.sql("INSERT INTO writes (id) VALUES (1), (2)")
+    # the write that will wait on eu, and a connection to read eu's end of
+    # WAL after it resumes: both opened before the freeze
+    waiter = eu.connect()
+    observer = eu.connect()
+    with waiter.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        waiter_pid = cur.fetchone()[0]
+    with observer.cursor() as cur:
+        cur.execute("SET statement_timeout = '2s'")
+
+    # the leader knows eu's last position: what the failover will count
+    lsn0 = eu.current_lsn()
+    h.wait_until(lambda: (d.members()["eu"].get("position") or 0) >= lsn0, 20,
+                 what="eu's position %x reported" % lsn0)
+
+    # freeze the waiting INSERT's backend, send the INSERT (it waits in the
+    # socket), then freeze the rest of the region
+    os.kill(waiter_pid, signal.SIGSTOP)
+    frozen = [waiter_pid]
+    acked = {}
+
+    def insert():
+        try:
+            with waiter.cursor() as cur:
+                cur.execute("INSERT INTO writes (id) VALUES (424242)")
+            acked["at"] = time.monotonic()
+        except psycopg2.Error as e:
+            acked["error"] = str(e).strip()
+
+    t = threading.Thread(target=insert, name="waiting-insert", daemon=True)
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive(), "the INSERT did not wait: %s" % acked
+    meridian, pg = eu_processes(d)
+    with observer.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn()::text")
+        lsn_freeze = lsn_int(cur.fetchone()[0])
+    try:
+        for pid in pg + meridian:
+            if pid not in frozen:
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+        t_freeze = time.monotonic()
+        h.log("eu frozen: %d processes" % len(frozen))
+
+        # a forced failover to us: eu is silent, so it waits out the isolation
+        op_id = d.start_op("failover", to="us", force=True, ctl=d.leader(), retry_s=20)
+        h.log("failover %s started %.1f s after the freeze" % (op_id, time.monotonic() - t_freeze))
+        h.wait_until(lambda: "us" in d.writable(), 60, what="us accepting writes")
+        op = d.wait_op(op_id, 60)
+        assert op["step"] == "done" and op["rejoin_pending"], op
+        assert not op["diverged"], "divergence reported before eu resumed: %s" % op
+        h.log("failover done %.1f s after the freeze: lost %s, fork %s, old last %s" % (
+            time.monotonic() - t_freeze, op["lost_bytes"], op["fork_position"],
+            op["old_last_position"]))
+    finally:
+        # PostgreSQL first (as a resumed VM would run it), then the agent
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    t.join(20)
+    assert not t.is_alive(), "the waiting INSERT never returned"
+    # eu's end of WAL right after the write (its agent fences and the rejoin
+    # stops it soon: a failure to read is not fatal, the position is then
+    # taken from before the freeze)
+    observed = lsn0
+    try:
+        with observer.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_lsn()::text")
+            observed = lsn_int(cur.fetchone()[0])
+    except psycopg2.Error as e:
+        h.log("eu's position after the resume not read: %s" % str(e).strip())
+    h.log("waiting INSERT: %s; eu reached %x (before the freeze %x)" % (
+        "acknowledged by eu" if "at" in acked else "failed: %s" % acked.get("error"),
+        observed, lsn0))
+
+    def diverged():
+        o = d.operation(op_id)
+        return o if o.get("diverged") else None
+    if "at" in acked:
+        # the unpreventable write happened: it must be reported
+        op = h.wait_until(diverged, 30, what="operation %s reporting the divergence" % op_id)
+        assert op["old_seen_position"] >= observed, (
+            "the op counts less than eu wrote: %x < %x" % (op["old_seen_position"], observed))
+    else:
+        # no write acknowledged: whatever the op reports must be true of eu
+        time.sleep(3)
+        op = d.operation(op_id)
+        h.log("no acknowledged write after the resume; the op says diverged=%s" % op["diverged"])
+    fork, old_last = op["fork_position"], op["old_last_position"]
+    assert fork and 0 < fork <= lsn_freeze, \
+        "fork %s not within what eu had written (%x)" % (fork, lsn_freeze)
+    if op["diverged"]:
+        seen = op["old_seen_position"]
+        assert seen > max(old_last, fork), op
+        assert op["diverged_bytes"] == seen - fork, op
+        assert op["written_after_failover_bytes"] == seen - max(old_last, fork), op
+        h.log("reported: diverged %d bytes past the fork, %d written after the failover" % (
+            op["diverged_bytes"], op["written_after_failover_bytes"]))
+
+        # the audit event, at level error, naming the op and the member
+        def event():
+            code, body = d.any_controller().get("/v1/events?service=orders&limit=1000")
+            if code != 200:
+                return None
+            evs = [e for e in body["events"] if e["kind"] == "operation.diverged"]
+            return evs[0] if evs else None
+        ev = h.wait_until(event, 20, what="an operation.diverged event")
+        det = ev["detail"]
+        assert det["level"] == "error" and det["operation"] == int(op_id), ev
+        assert det["member"] == "orders-eu" and det["region"] == "eu", ev
+        assert det["diverged_bytes"] > 0 and det["written_after_failover_bytes"] > 0, ev
+        # the leader counted it
+        text = urllib.request.urlopen(d.leader().url + "/metrics", timeout=5).read().decode()
+        line = [x for x in text.splitlines()
+                if x.startswith('meridian_diverged_operations_total{service="orders"}')]
+        assert line and int(line[0].split()[-1]) >= 1, line
+        # meridianctl's operation view says so
+        cp = h.run([h.program_path("meridianctl"), "--url", d.leader().url, "--token",
+                    h.OPERATOR_TOKEN, "--no-color", "operations", str(op_id)], check=False)
+        assert "DIVERGED" in cp.stdout, cp.stdout
+    elif observed > max(old_last, fork):
+        h.log("eu wrote %d bytes of WAL after the resume without a client write" % (
+            observed - max(old_last, fork)))
+
+    # the write acknowledged by eu after the failover is not on us
+    assert not d.pg["us"].sql("SELECT 1 FROM writes WHERE id = 424242"), \
+        "the write eu took after the failover is on us"
+
+    # the rejoin rewound eu: it follows us
+    def follows_us():
+        m = d.members()["eu"]
+        return (m["role"] == "replica" and not m["fenced"]
+                and m["epoch_seen"] >= epoch + 1) and m
+    h.wait_until(follows_us, 60, what="eu reporting replica after its rejoin")
+    assert eu.is_in_recovery()
+    h.wait_until(lambda: eu.wal_receiver_status() == "streaming", 30, what="eu streaming from us")
+    assert not eu.sql("SELECT 1 FROM writes WHERE id = 424242"), "the rewind kept eu's write"
+    assert d.writable() == ["us"], d.writable()
+    for c in (waiter, observer):
+        try:
+            c.close()
+        except psycopg2.Error:
+            pass
+
+
+if __name__ == "__main__":
+    h.run_all()
