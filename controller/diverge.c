@@ -9,9 +9,9 @@
  * running op of a service, mrd__diverge_watch() for the newest finished op
  * of each service whose rejoin was still pending when it completed. Both
  * take, as the old primary's position on its old history, the highest of
- * its current report (while it is not a replica: a member in recovery
- * reports position 0) and the final positions of the op's fence and rejoin
- * results, and hand it to the pure mrd_op_divergence_check(). New figures
+ * its current report (while it is a writable primary) and the final
+ * positions of the op's fence and rejoin results, and hand it to the pure
+ * mrd_op_divergence_check(). New figures
  * are merged into the op's state (state || patch, guarded by the lease and
  * by "only if larger") with an audit event operation.diverged on the first
  * detection, in one statement; the log line and the counters follow its
@@ -34,13 +34,16 @@ static uint64_t jpos(const json_t *o, const char *key)
 }
 
 /* The old primary's highest position on its old history that the leader
- * can see now: its report (unless it follows someone: replica) and the
- * final positions its fence and rejoin results carry. */
+ * can see now: its report while it is a writable primary, and the final
+ * positions its fence and rejoin results carry. A fenced member's own
+ * reports do not count: a read-only primary still writes a record now and
+ * then by itself (a snapshot of running transactions, a checkpoint), which
+ * no client wrote; what it wrote until its fence is in the fence's result. */
 static uint64_t old_position(const mrd_op *op, const json_t *old, const json_t *cmds)
 {
     uint64_t pos = 0;
     const char *role = json_string_value(json_object_get(old, "role"));
-    if (old && (role == NULL || strcmp(role, "replica") != 0))
+    if (role && strcmp(role, "primary") == 0 && !json_is_true(json_object_get(old, "fenced")))
         pos = jpos(old, "position");
     char fence_id[MRD_OP_CMD_ID_MAX], rejoin_id[MRD_OP_CMD_ID_MAX];
     snprintf(fence_id, sizeof(fence_id), "%s/fence/fence", op->id);
