@@ -132,8 +132,12 @@ static void fence_if_superseded(mrd__agent *a)
 {
     for (size_t i = 0; i < a->nmembers; i++) {
         mrd__member *m = &a->members[i];
-        /* a promote in execution: the store names the new primary later */
-        if (m->role != MRD_MEMBER_PRIMARY || m->fenced || m->self_fencing || m->promote_started_ms)
+        /* writable, or only soft-fenced by the isolation rule (made hard
+         * here); a promote in execution: the store names the new primary
+         * later */
+        int writable = m->role == MRD_MEMBER_PRIMARY && !m->fenced;
+        int soft = m->soft_fenced && !m->demoted && m->cfg->fence_mode != MRD__FENCE_READ_ONLY;
+        if ((!writable && !soft) || m->self_fencing || m->promote_started_ms)
             continue;
         const mrd__service_view *sv = NULL;
         for (size_t k = 0; k < a->nservices; k++)
@@ -408,8 +412,13 @@ static void on_tick(uv_timer_t *t)
                 MRD_I("since_contact_ms", have ? (long long)(now - last) : -1),
                 MRD_U("isolation_timeout_ms", a->cfg.isolation_timeout_ms),
                 MRD_U("stalled_ms", stalled));
+        /* Soft (read_only) whatever the configured mode: the leader may
+         * still count on this primary (a stall, a store outage), and its
+         * unfence must be quick; a primary the answer shows superseded is
+         * fenced hard by fence_if_superseded, and a failover's own fence
+         * command is the configured (hard) mode too. */
         m->self_fencing = 1;
-        mrd__member_fence(m, on_self_fenced, NULL);
+        mrd__member_fence_soft(m, on_self_fenced, NULL);
     }
 }
 

@@ -545,8 +545,7 @@ static void fence_with(mrd__member *m, int soft, mrd__action_cb done, void *data
     action *x = action_new(m, done, data, "fence");
     if (!x)
         return;
-    if (soft && is_pg(m))
-        m->soft_fenced = 1;
+    m->soft_fenced = soft && is_pg(m); /* a hard fence replaces a soft one */
     if (m->cfg->fence_mode == MRD__FENCE_DEMOTE && !(soft && is_pg(m))) {
         run_demote(x, 0);
     } else if (m->cfg->fence_mode == MRD__FENCE_READ_ONLY || (soft && is_pg(m))) {

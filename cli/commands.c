@@ -867,6 +867,21 @@ static void print_operation(mrd__cli_ctx *ctx, const json_t *op)
     fprintf(ctx->out, "  lost        %s\n",
             ok ? mrd__cli_fmt_bytes((double)lost, b1, sizeof(b1)) : "- (not measured)");
     fprintf(ctx->out, "  barrier     %s\n", pos_text(op, "barrier_position", pos, sizeof(pos)));
+    if (jtrue(op, "diverged")) {
+        /* the old primary wrote after the promotion (docs/diverged.md) */
+        char fork[MRD_POS_STRLEN];
+        const char *ec = ctx->color ? "\033[1;31m" : "";
+        fprintf(ctx->out,
+                "  %sDIVERGED%s    the old primary wrote after the failover: %s beyond"
+                " what was counted\n",
+                ec, oe,
+                mrd__cli_fmt_bytes((double)jint(op, "written_after_failover_bytes", NULL), b1,
+                                   sizeof(b1)));
+        fprintf(ctx->out, "              %s past the fork %s (old primary reached %s)\n",
+                mrd__cli_fmt_bytes((double)jint(op, "diverged_bytes", NULL), b2, sizeof(b2)),
+                pos_text(op, "fork_position", fork, sizeof(fork)),
+                pos_text(op, "old_seen_position", pos, sizeof(pos)));
+    }
     if (js(op, "why"))
         fprintf(ctx->out, "  why         %s\n", mrd__cli_sanitize(js(op, "why"), c1, sizeof(c1)));
 

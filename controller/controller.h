@@ -118,6 +118,8 @@ typedef struct {
     int epoch_catchup_busy;               /* the catch-up statement runs */
     uint64_t epoch_behind_total;          /* detections */
     uint64_t epoch_catchups_total;        /* catch-ups the store committed */
+    /* divergence detected by this controller as leader (diverge.c; metrics) */
+    uint64_t diverged_ops, diverged_bytes;
 } mrd__service;
 
 /* Heartbeat ingest (controller/ingest.c). */
@@ -282,6 +284,16 @@ void mrd__op_create(mrd_ctl *ctl, mrd__service *s, mrd_op_kind kind, const char 
 /* JSON form of an op (state column, API). */
 json_t *mrd__op_to_json(const mrd_op *op);
 int mrd__op_from_json(const json_t *j, mrd_op *op);
+
+/* controller/diverge.c: did the old primary write after the promotion?
+ * observe: for a running op, with the old member's snapshot row and the
+ * op's commands; new figures are applied to *op (so a step persisted in the
+ * same tick keeps them) and recorded in the store with an event on the
+ * first detection. watch: the same for the finished ops the snapshot lists
+ * in "diverge_watch" (rejoin still pending). */
+void mrd__diverge_observe(mrd_ctl *ctl, const mrd__service *s, mrd_op *op, const json_t *old,
+                          const json_t *cmds, uint64_t now);
+void mrd__diverge_watch(mrd_ctl *ctl, json_t *snap, uint64_t now);
 
 /* Appends an event to the audit log (fire and forget; detail is stolen). */
 void mrd__event(mrd_ctl *ctl, const char *kind, const char *service, const char *actor,

@@ -122,6 +122,23 @@ static void service_metrics(mrd_ctl *ctl, mrd_metrics_buf *b)
     }
 }
 
+/* What diverge.c counted while this controller led (docs/diverged.md). */
+static void diverge_metrics(mrd_ctl *ctl, mrd_metrics_buf *b)
+{
+    mrd_metrics_family(b, "meridian_diverged_operations_total", MRD_METRIC_COUNTER,
+                       "Operations whose old primary was seen to write after the promotion.");
+    for (size_t i = 0; i < ctl->nservices; i++) {
+        mrd_metric_label l[] = {{"service", ctl->services[i].name}};
+        mrd_metrics_sample_int(b, l, 1, (int64_t)ctl->services[i].diverged_ops);
+    }
+    mrd_metrics_family(b, "meridian_diverged_bytes_total", MRD_METRIC_COUNTER,
+                       "Bytes of WAL old primaries wrote beyond what their failover counted.");
+    for (size_t i = 0; i < ctl->nservices; i++) {
+        mrd_metric_label l[] = {{"service", ctl->services[i].name}};
+        mrd_metrics_sample_int(b, l, 1, (int64_t)ctl->services[i].diverged_bytes);
+    }
+}
+
 static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
 {
     mrd_ctl *ctl = data;
@@ -200,6 +217,7 @@ static void h_metrics(mrd_http_request *req, mrd_http_response *res, void *data)
             mrd_metrics_sample_int(&b, &l, 1, (int64_t)ctl->services[i].epoch_catchups_total);
         }
     }
+    diverge_metrics(ctl, &b);
     mrd__cutover_metrics(ctl, &b); /* drift, repairs, fencing (leader) */
     mrd__checkpoint_metrics(ctl, &b);
     if (b.err != 0) {

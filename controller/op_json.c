@@ -22,18 +22,28 @@ json_t *mrd__op_to_json(const mrd_op *op)
         json_object_set_new(tmo, mrd_op_timeout_name((mrd_op_timeout)t),
                             json_integer(op->timeouts.ms[t]));
     json_object_set_new(tmo, "isolation", json_integer(op->timeouts.isolation_ms));
-    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:o, s:I,"
-                     " s:I, s:I, s:I, s:b, s:s, s:s, s:o}",
-                     "id", op->id, "tag", op->tag, "kind", mrd_op_kind_name(op->kind), "service",
-                     op->service, "epoch", (json_int_t)op->epoch, "from_region", op->from_region,
-                     "from_node", op->from_node, "to_region", op->to_region, "to_node", op->to_node,
-                     "force", op->force, "step", mrd_op_step_name(op->step), "created_ms",
-                     (json_int_t)op->created_ms, "step_started_ms", (json_int_t)op->step_started_ms,
-                     "step_entered_ms", entered, "attempts", (json_int_t)op->attempts,
-                     "old_last_pos", (json_int_t)op->old_last_pos, "barrier_pos",
-                     (json_int_t)op->barrier_pos, "lost_bytes", (json_int_t)op->lost_bytes,
-                     "rejoin_pending", op->rejoin_pending, "failed_from",
-                     mrd_op_step_name(op->failed_from), "why", op->why, "timeouts", tmo);
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:o, s:I, s:I,"
+        " s:I, s:I, s:b, s:s, s:s, s:o}",
+        "id", op->id, "tag", op->tag, "kind", mrd_op_kind_name(op->kind), "service", op->service,
+        "epoch", (json_int_t)op->epoch, "from_region", op->from_region, "from_node", op->from_node,
+        "to_region", op->to_region, "to_node", op->to_node, "force", op->force, "step",
+        mrd_op_step_name(op->step), "created_ms", (json_int_t)op->created_ms, "step_started_ms",
+        (json_int_t)op->step_started_ms, "step_entered_ms", entered, "attempts",
+        (json_int_t)op->attempts, "old_last_pos", (json_int_t)op->old_last_pos, "barrier_pos",
+        (json_int_t)op->barrier_pos, "lost_bytes", (json_int_t)op->lost_bytes, "rejoin_pending",
+        op->rejoin_pending, "failed_from", mrd_op_step_name(op->failed_from), "why", op->why,
+        "timeouts", tmo);
+    if (j == NULL)
+        return NULL;
+    /* the fork and what the old primary wrote beyond it (docs/diverged.md) */
+    json_object_set_new(j, "fork_pos", json_integer((json_int_t)op->fork_pos));
+    json_object_set_new(j, "old_seen_pos", json_integer((json_int_t)op->old_seen_pos));
+    json_object_set_new(j, "diverged_bytes", json_integer((json_int_t)op->diverged_bytes));
+    json_object_set_new(j, "written_after_failover_bytes",
+                        json_integer((json_int_t)op->written_after_bytes));
+    json_object_set_new(j, "diverged_ms", json_integer((json_int_t)op->diverged_ms));
+    return j;
 }
 
 static int get_str(const json_t *j, const char *key, char *dst, size_t len)
@@ -82,6 +92,11 @@ int mrd__op_from_json(const json_t *j, mrd_op *op)
     op->old_last_pos = get_u64(j, "old_last_pos");
     op->barrier_pos = get_u64(j, "barrier_pos");
     op->lost_bytes = get_u64(j, "lost_bytes");
+    op->fork_pos = get_u64(j, "fork_pos"); /* absent in states written before: 0 */
+    op->old_seen_pos = get_u64(j, "old_seen_pos");
+    op->diverged_bytes = get_u64(j, "diverged_bytes");
+    op->written_after_bytes = get_u64(j, "written_after_failover_bytes");
+    op->diverged_ms = get_u64(j, "diverged_ms");
     op->rejoin_pending = json_is_true(json_object_get(j, "rejoin_pending"));
     json_t *entered = json_object_get(j, "step_entered_ms");
     for (int s = 0; s < MRD_STEP__COUNT; s++)

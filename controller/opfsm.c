@@ -27,6 +27,8 @@
  * for the agent's return, and that member is never a failover candidate
  * until it reports replica. Failure of the checks in mrd_opfsm_check() is a
  * programming error reported as MRD_EINTERNAL.
+ * mrd_op_divergence_check() compares what the old primary reports after the
+ * promotion with the fork and what the op counted (docs/diverged.md).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,6 +64,8 @@ typedef struct {
 #define B_TGT MRD_REC_BARRIER_TARGET
 #define LOST  MRD_REC_LOST_BYTES
 #define PEND  MRD_REC_REJOIN_PENDING
+#define FORK  MRD_REC_FORK
+#define LOSTF (MRD_REC_LOST_BYTES | MRD_REC_FORK)
 
 /* clang-format off */
 static const fsm_row fsm[] = {
@@ -87,16 +91,16 @@ static const fsm_row fsm[] = {
 
     {SW,   S(CATCHUP),  S(ROLLBACK), C(CANCELLED),        0,     T(CATCHUP),  S(ROLLBACK),
      0,    A(NONE),     "cancelled; unfence the old primary"},
-    {SW,   S(CATCHUP),  S(PROMOTE),  C(CAUGHT_UP),        LOST,  T(CATCHUP),  S(ROLLBACK),
+    {SW,   S(CATCHUP),  S(PROMOTE),  C(CAUGHT_UP),        LOSTF, T(CATCHUP),  S(ROLLBACK),
      0,    A(NONE),     "target replayed up to the barrier: nothing lost"},
     {FO,   S(CATCHUP),  S(ROLLBACK), C(CANCELLED),        0,     T(CATCHUP),  S(PROMOTE),
-     LOST, A(NONE),     "cancelled; unfence the old primary"},
-    {FO,   S(CATCHUP),  S(PROMOTE),  C(CAUGHT_UP),        LOST,  T(CATCHUP),  S(PROMOTE),
-     LOST, A(NONE),     "target replayed all it received"},
+     LOSTF, A(NONE),    "cancelled; unfence the old primary"},
+    {FO,   S(CATCHUP),  S(PROMOTE),  C(CAUGHT_UP),        LOSTF, T(CATCHUP),  S(PROMOTE),
+     LOSTF, A(NONE),    "target replayed all it received"},
 
     {BOTH, S(PROMOTE),  S(FAILED),   C(STEP_FAILED),      0,     T(PROMOTE),  S(FAILED),
      0,    A(PROMOTE),  "promote failed; old primary stays fenced, operator needed"},
-    {BOTH, S(PROMOTE),  S(REGISTRY), C(TARGET_PRIMARY),   0,     T(PROMOTE),  S(FAILED),
+    {BOTH, S(PROMOTE),  S(REGISTRY), C(TARGET_PRIMARY),   FORK,  T(PROMOTE),  S(FAILED),
      0,    A(PROMOTE),  "target reports primary"},
 
     {BOTH, S(REGISTRY), S(FAILED),   C(STEP_FAILED),      0,     T(CUTOVER),  S(REGISTRY),
@@ -130,6 +134,8 @@ static const fsm_row fsm[] = {
 #undef B_TGT
 #undef LOST
 #undef PEND
+#undef FORK
+#undef LOSTF
 
 #define NROWS (sizeof(fsm) / sizeof(fsm[0]))
 
@@ -376,17 +382,24 @@ static void compute_record(const mrd_op *op, const mrd_op_inputs *in, unsigned r
     t->barrier_pos = op->barrier_pos;
     t->old_last_pos = op->old_last_pos;
     t->lost_bytes = op->lost_bytes;
+    t->fork_pos = op->fork_pos;
     if (rec & MRD_REC_BARRIER_OLD) {
         t->barrier_pos = in->old_final_pos;
         t->old_last_pos = in->old_final_pos;
     }
     if (rec & MRD_REC_BARRIER_TARGET) {
+        /* a fence result's final position is newer than the last heartbeat's */
         t->barrier_pos = in->target_receive_pos;
         t->old_last_pos = in->old_last_pos > op->old_last_pos ? in->old_last_pos : op->old_last_pos;
+        if (in->old_final_pos > t->old_last_pos)
+            t->old_last_pos = in->old_final_pos;
     }
     if (rec & MRD_REC_LOST_BYTES)
         t->lost_bytes =
             t->old_last_pos > in->target_replay_pos ? t->old_last_pos - in->target_replay_pos : 0;
+    /* A promoted target keeps reporting its last replayed position: the fork. */
+    if ((rec & MRD_REC_FORK) && in->target_replay_pos > t->fork_pos)
+        t->fork_pos = in->target_replay_pos;
 }
 
 static int op_sane(const mrd_op *op)
@@ -475,8 +488,50 @@ int mrd_op_apply(mrd_op *op, const mrd_op_transition *t, uint64_t now)
         op->lost_bytes = t->lost_bytes;
     if (t->record & MRD_REC_REJOIN_PENDING)
         op->rejoin_pending = 1;
+    if (t->record & MRD_REC_FORK)
+        op->fork_pos = t->fork_pos;
     snprintf(op->why, sizeof(op->why), "%s", t->why);
     return 0;
+}
+
+/* ---- divergence ---------------------------------------------------------- */
+
+int mrd_op_divergence_check(const mrd_op *op, uint64_t pos, mrd_op_divergence *out)
+{
+    if (!op || !out)
+        return MRD_EINVAL;
+    memset(out, 0, sizeof(*out));
+    switch (op->step) {
+    case MRD_STEP_REGISTRY:
+    case MRD_STEP_DNS:
+    case MRD_STEP_REJOIN:
+    case MRD_STEP_DONE:
+        break;
+    default:
+        return 0; /* no promotion yet (or none that completed): no fork */
+    }
+    uint64_t fork = op->fork_pos;
+    if (fork == 0)
+        fork = op->old_last_pos > op->lost_bytes ? op->old_last_pos - op->lost_bytes : 0;
+    uint64_t counted = op->old_last_pos > fork ? op->old_last_pos : fork;
+    if (pos <= counted || pos <= op->old_seen_pos)
+        return 0;
+    out->old_seen_pos = pos;
+    out->diverged_bytes = pos - fork;
+    out->written_after_bytes = pos - counted;
+    out->first = op->written_after_bytes == 0;
+    return 1;
+}
+
+void mrd_op_divergence_apply(mrd_op *op, const mrd_op_divergence *d, uint64_t now_ms)
+{
+    if (!op || !d || d->old_seen_pos <= op->old_seen_pos)
+        return;
+    op->old_seen_pos = d->old_seen_pos;
+    op->diverged_bytes = d->diverged_bytes;
+    op->written_after_bytes = d->written_after_bytes;
+    if (op->diverged_ms == 0)
+        op->diverged_ms = now_ms;
 }
 
 /* ---- self-check and graphviz -------------------------------------------- */

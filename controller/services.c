@@ -266,6 +266,8 @@ void mrd__service_carry(mrd__service *to, const mrd__service *from)
     to->driver_retry_ms = from->driver_retry_ms;
     memcpy(to->peer_alerted, from->peer_alerted, sizeof(to->peer_alerted));
     to->peer_alert_ms = from->peer_alert_ms;
+    to->diverged_ops = from->diverged_ops;
+    to->diverged_bytes = from->diverged_bytes;
 }
 
 mrd__service *mrd__service_find(mrd_ctl *ctl, const char *name)

@@ -66,7 +66,23 @@ static const char *snapshot_sql =
     "   'node', c.node, 'epoch', c.epoch, 'status', c.status, 'result', c.result,"
     "   'operation_id', c.operation_id)), '[]')"
     "   FROM meridian.commands c JOIN meridian.operations o ON o.id = c.operation_id"
-    "   WHERE o.finished_at IS NULL))";
+    "   WHERE o.finished_at IS NULL),"
+    /* the newest finished op of a service, done with its rejoin pending: its
+     * old primary may come back having written (diverge.c); among the 200
+     * newest ops, through the primary key */
+    " 'diverge_watch', (SELECT coalesce(json_agg(json_build_object('id', o.id,"
+    "   'service', o.service, 'state', o.state, 'commands', (SELECT coalesce(json_agg("
+    "    json_build_object('id', c.id, 'status', c.status, 'result', c.result)), '[]')"
+    "    FROM meridian.commands c WHERE c.operation_id = o.id AND c.kind IN ('fence', 'rejoin')))),"
+    "   '[]')"
+    "   FROM meridian.operations o JOIN meridian.services s ON s.name = o.service"
+    "    AND s.epoch = o.epoch"
+    "   WHERE o.id > (SELECT coalesce(max(id), 0) - 200 FROM meridian.operations)"
+    "    AND o.finished_at IS NOT NULL AND o.step = 'done'"
+    "    AND (o.state->>'rejoin_pending')::boolean"
+    "    AND NOT EXISTS (SELECT 1 FROM meridian.members m WHERE m.service = o.service"
+    "     AND m.node = o.state->>'from_node' AND m.role = 'replica'"
+    "     AND m.epoch_seen >= o.epoch)))";
 
 static uint64_t jint(const json_t *o, const char *key)
 {
@@ -640,6 +656,9 @@ static void drive_op(mrd_ctl *ctl, mrd__service *s, const mrd_view *v, json_t *o
                       !json_is_true(json_object_get(old, "fenced")) &&
                       jint(old, "epoch_seen") >= op.epoch;
 
+    /* did the old primary write after the promotion? (recorded in op) */
+    mrd__diverge_observe(ctl, s, &op, old, cmds, now);
+
     mrd_op_transition t;
     if (mrd_op_advance(&op, &in, now, &t) < 0) {
         json_decref(cmds);
@@ -1115,6 +1134,7 @@ static void tick_parsed(json_t *snap, void *data)
             auto_decide(ctl, s, v, now);
     }
     free(v);
+    mrd__diverge_watch(ctl, snap, jint(snap, "now_ms"));
 }
 
 /* The store's share of the leader's work stays bounded: when a snapshot

@@ -124,6 +124,8 @@ enum {
     MRD_REC_BARRIER_TARGET = 1 << 2, /* barrier := in.target_receive_pos (failover) */
     MRD_REC_LOST_BYTES = 1 << 3,     /* lost := old_last_pos - target replay, >= 0 */
     MRD_REC_REJOIN_PENDING = 1 << 4, /* completes with the rejoin still queued */
+    MRD_REC_FORK = 1 << 5,           /* fork := max(fork, target replay): where the new
+                                        timeline leaves the old one */
 };
 
 typedef struct {
@@ -155,6 +157,13 @@ typedef struct {
     uint64_t old_last_pos;                     /* last known position of the old primary */
     uint64_t barrier_pos;
     uint64_t lost_bytes;
+    uint64_t fork_pos; /* target's replay position at promotion: the new history's start */
+    /* Divergence (mrd_op_divergence_check): the old primary's highest position seen
+     * after the promotion, on its old history, when beyond what the op counted. */
+    uint64_t old_seen_pos;
+    uint64_t diverged_bytes;      /* old_seen_pos - fork_pos: WAL the new primary lacks */
+    uint64_t written_after_bytes; /* beyond what lost_bytes counted (0: no divergence) */
+    uint64_t diverged_ms;         /* store clock of the first detection (0: none) */
     int rejoin_pending;
     mrd_op_step failed_from;  /* step that led to rollback/aborted/failed */
     char why[MRD_OP_WHY_MAX]; /* why the last transition happened */
@@ -209,6 +218,7 @@ typedef struct {
     uint64_t barrier_pos; /* with MRD_REC_BARRIER_* */
     uint64_t lost_bytes;  /* with MRD_REC_LOST_BYTES */
     uint64_t old_last_pos;
+    uint64_t fork_pos; /* with MRD_REC_FORK */
     /* actions of the step the op is in after this transition */
     size_t ncommands;
     mrd_op_command commands[2];
@@ -246,6 +256,31 @@ int mrd_op_advance(const mrd_op *op, const mrd_op_inputs *in, uint64_t now_ms,
  * step_entered_ms, attempts, why and the recorded values; STAY: attempts++
  * when commands were issued. Returns 0, or MRD_EINVAL if t.from != op.step. */
 int mrd_op_apply(mrd_op *op, const mrd_op_transition *t, uint64_t now_ms);
+
+/* What a position of the old primary says about an op that promoted its
+ * target. */
+typedef struct {
+    uint64_t old_seen_pos;
+    uint64_t diverged_bytes;
+    uint64_t written_after_bytes;
+    int first; /* 1: the op had recorded no divergence before (raise the alarm) */
+} mrd_op_divergence;
+
+/* Pure: compares pos, a position the old primary reported on its old
+ * history (its current position while writable or fenced but not rejoined,
+ * or the final position of a fence or rejoin result; 0: none), with what op
+ * counted. Only an op past its promotion is compared (registry, dns,
+ * rejoin, done): before it there is no fork. Returns 1 when pos lies beyond
+ * both the op's last known position of the old primary and the fork and
+ * beyond what the op already recorded: *out holds the new figures, to be
+ * applied with mrd_op_divergence_apply(). Returns 0 when there is nothing
+ * new, MRD_EINVAL for a NULL argument. The fork is op.fork_pos, or for an op
+ * recorded without one, old_last_pos - lost_bytes (the target's replay at
+ * catchup). */
+int mrd_op_divergence_check(const mrd_op *op, uint64_t pos, mrd_op_divergence *out);
+
+/* Records d into op (figures; diverged_ms := now_ms on the first). */
+void mrd_op_divergence_apply(mrd_op *op, const mrd_op_divergence *d, uint64_t now_ms);
 
 /* 1 if the step is terminal (done, aborted, failed). */
 int mrd_op_step_terminal(mrd_op_step s);

@@ -477,6 +477,147 @@ Test(opfsm, failover_unreachable_old_primary_waits_out_isolation)
     cr_assert_eq(op.lost_bytes, 1500);
 }
 
+/* ---- divergence: the old primary wrote after the promotion --------------- */
+
+/* A failover whose old primary went silent at 9000 (last report) while the
+ * target had replayed 7000; the promoted target reports replay 7200 (it
+ * replayed the rest it had received before promoting). */
+static void failover_promoted(mrd_op *op, mrd_op_inputs *in)
+{
+    uint64_t now;
+    drive_to(op, MRD_OP_FAILOVER, MRD_STEP_FENCE, &now);
+    memset(in, 0, sizeof(*in));
+    in->old_last_contact_ms = T0 - 1000;
+    in->old_last_pos = 9000;
+    in->old_final_pos = 9000;
+    in->target_receive_pos = 7200;
+    in->target_replay_pos = 7000;
+    mrd_op_transition t = go(op, in, T0 + pol.isolation_timeout_ms + pol.isolation_margin_ms);
+    expect_move(&t, MRD_STEP_CATCHUP, MRD_COND_ISOLATED);
+    t = go(op, in, op->step_started_ms + pol.failover_catchup_timeout_ms);
+    expect_move(&t, MRD_STEP_PROMOTE, MRD_COND_TIMEOUT);
+    cr_assert_eq(op->fork_pos, 7000, "provisional fork: replay at catchup");
+    cr_assert_eq(op->lost_bytes, 2000);
+    in->target_replay_pos = 7200;
+    in->target_is_primary = 1;
+    t = go(op, in, op->step_started_ms + 1);
+    expect_move(&t, MRD_STEP_REGISTRY, MRD_COND_TARGET_PRIMARY);
+    cr_assert_eq(op->fork_pos, 7200, "fork: the promoted target's last replayed position");
+}
+
+Test(opfsm, fence_result_counts_in_the_old_primary_last_position)
+{
+    mrd_op op;
+    uint64_t now;
+    drive_to(&op, MRD_OP_FAILOVER, MRD_STEP_FENCE, &now);
+    /* last heartbeat said 9000; the fence's final position says 9400 */
+    mrd_op_inputs in = {.old_reachable = 1,
+                        .old_fence_confirmed = 1,
+                        .old_last_pos = 9000,
+                        .old_final_pos = 9400,
+                        .target_receive_pos = 9000,
+                        .target_replay_pos = 9000};
+    mrd_op_transition t = go(&op, &in, now + 1);
+    expect_move(&t, MRD_STEP_CATCHUP, MRD_COND_FENCE_CONFIRMED);
+    cr_assert_eq(op.old_last_pos, 9400);
+    t = go(&op, &in, now + 2);
+    expect_move(&t, MRD_STEP_PROMOTE, MRD_COND_CAUGHT_UP);
+    cr_assert_eq(op.lost_bytes, 400);
+}
+
+Test(opfsm, divergence_is_not_judged_before_the_promotion)
+{
+    mrd_op op;
+    uint64_t now;
+    mrd_op_divergence d;
+    drive_to(&op, MRD_OP_FAILOVER, MRD_STEP_PROMOTE, &now);
+    cr_assert_eq(mrd_op_divergence_check(&op, 1u << 30, &d), 0);
+    cr_assert_eq(d.written_after_bytes, 0);
+    drive_to(&op, MRD_OP_FAILOVER, MRD_STEP_CATCHUP, &now);
+    cr_assert_eq(mrd_op_divergence_check(&op, 1u << 30, &d), 0);
+    cr_assert_eq(mrd_op_divergence_check(NULL, 1, &d), MRD_EINVAL);
+    cr_assert_eq(mrd_op_divergence_check(&op, 1, NULL), MRD_EINVAL);
+}
+
+Test(opfsm, divergence_within_what_the_op_counted_is_no_news)
+{
+    mrd_op op;
+    mrd_op_inputs in;
+    mrd_op_divergence d;
+    failover_promoted(&op, &in);
+    /* no report, a stale report, the last known position: all counted */
+    cr_assert_eq(mrd_op_divergence_check(&op, 0, &d), 0);
+    cr_assert_eq(mrd_op_divergence_check(&op, 8000, &d), 0);
+    cr_assert_eq(mrd_op_divergence_check(&op, 9000, &d), 0);
+    cr_assert_eq(op.written_after_bytes, 0);
+}
+
+Test(opfsm, divergence_beyond_the_last_known_position_is_reported_and_grows)
+{
+    mrd_op op;
+    mrd_op_inputs in;
+    mrd_op_divergence d;
+    failover_promoted(&op, &in);
+    /* the old primary resumed and committed a write: 9000 -> 9150 */
+    cr_assert_eq(mrd_op_divergence_check(&op, 9150, &d), 1);
+    cr_assert_eq(d.old_seen_pos, 9150);
+    cr_assert_eq(d.diverged_bytes, 9150 - 7200, "everything past the fork");
+    cr_assert_eq(d.written_after_bytes, 150, "beyond what lost_bytes counted");
+    cr_assert_eq(d.first, 1);
+    mrd_op_divergence_apply(&op, &d, 777);
+    cr_assert_eq(op.diverged_ms, 777);
+    cr_assert_eq(op.written_after_bytes, 150);
+    /* the same report again, or an older one: nothing new */
+    cr_assert_eq(mrd_op_divergence_check(&op, 9150, &d), 0);
+    cr_assert_eq(mrd_op_divergence_check(&op, 9100, &d), 0);
+    /* its fence's final position later: the figures grow, not a first */
+    cr_assert_eq(mrd_op_divergence_check(&op, 9300, &d), 1);
+    cr_assert_eq(d.first, 0);
+    cr_assert_eq(d.written_after_bytes, 300);
+    mrd_op_divergence_apply(&op, &d, 999);
+    cr_assert_eq(op.diverged_ms, 777, "first detection time kept");
+    cr_assert_eq(op.diverged_bytes, 2100);
+    cr_assert_eq(op.lost_bytes, 2000, "what was counted at promotion is kept apart");
+
+    /* steps after promotion and done (rejoin pending) keep comparing */
+    in.registry_epoch = 8;
+    mrd_op_transition t = go(&op, &in, op.step_started_ms + 1);
+    expect_move(&t, MRD_STEP_DNS, MRD_COND_REGISTRY_APPLIED);
+    cr_assert_eq(op.written_after_bytes, 300, "a step change keeps the figures");
+    in.dns_epoch = 8;
+    go(&op, &in, op.step_started_ms + 1);
+    t = go(&op, &in, op.step_started_ms + pol.rejoin_timeout_ms);
+    expect_move(&t, MRD_STEP_DONE, MRD_COND_TIMEOUT);
+    cr_assert_eq(mrd_op_divergence_check(&op, 9400, &d), 1);
+    cr_assert_eq(d.written_after_bytes, 400);
+}
+
+Test(opfsm, divergence_when_the_target_was_ahead_of_the_last_report)
+{
+    mrd_op op;
+    mrd_op_inputs in;
+    mrd_op_divergence d;
+    failover_promoted(&op, &in);
+    op.old_last_pos = 7100; /* the last report was older than what the target replayed */
+    op.lost_bytes = 0;
+    cr_assert_eq(mrd_op_divergence_check(&op, 7200, &d), 0, "the fork itself: nothing diverged");
+    cr_assert_eq(mrd_op_divergence_check(&op, 7250, &d), 1);
+    cr_assert_eq(d.diverged_bytes, 50);
+    cr_assert_eq(d.written_after_bytes, 50);
+}
+
+Test(opfsm, divergence_of_an_op_recorded_without_a_fork)
+{
+    mrd_op op;
+    mrd_op_inputs in;
+    mrd_op_divergence d;
+    failover_promoted(&op, &in);
+    op.fork_pos = 0; /* a state written before forks were recorded */
+    cr_assert_eq(mrd_op_divergence_check(&op, 9500, &d), 1);
+    cr_assert_eq(d.diverged_bytes, 2500, "fork = old_last_pos - lost_bytes");
+    cr_assert_eq(d.written_after_bytes, 500);
+}
+
 Test(opfsm, failover_reachable_old_primary_must_confirm)
 {
     mrd_op op;
