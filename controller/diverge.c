@@ -46,8 +46,9 @@ static uint64_t old_position(const mrd_op *op, const json_t *old, const json_t *
     if (role && strcmp(role, "primary") == 0 && !json_is_true(json_object_get(old, "fenced")))
         pos = jpos(old, "position");
     char fence_id[MRD_OP_CMD_ID_MAX], rejoin_id[MRD_OP_CMD_ID_MAX];
-    snprintf(fence_id, sizeof(fence_id), "%s/fence/fence", op->id);
-    snprintf(rejoin_id, sizeof(rejoin_id), "%s/rejoin/rejoin", op->id);
+    if (mrd_op_command_id(op, "fence", "fence", fence_id, sizeof(fence_id)) != 0 ||
+        mrd_op_command_id(op, "rejoin", "rejoin", rejoin_id, sizeof(rejoin_id)) != 0)
+        return pos;
     size_t i;
     json_t *c;
     json_array_foreach((json_t *)cmds, i, c)

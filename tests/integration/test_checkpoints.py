@@ -421,11 +421,13 @@ def test_lost_after_promotion():
     cut, _ = checkpoint_after_write(e, ld)
     code, got, _ = poll(ld, cut["id"], 3000, regions=["eu", "ap"])
     assert got["complete"] is True and "us" not in got["reached"], got
-    # promote us by hand and tell the store (what a failover's promote step
-    # would have done): epoch 2, primary us
-    e.pgs["us"].promote()
+    # tell the store, then promote us by hand (what a failover does: the
+    # epoch is committed first): epoch 2, primary us. The other way round,
+    # us's agent would see a writable primary the store does not name and
+    # fence it (superseded), killing the promote's connection.
     store_sql(e, "UPDATE meridian.services SET epoch = epoch + 1, primary_region = 'us', "
                  "primary_member = 'orders-us' WHERE name = %s", (SERVICE,))
+    e.pgs["us"].promote()
     wait_until(lambda: store_sql(e, "SELECT lost FROM meridian.checkpoints WHERE id = %s",
                                  (cut["id"],))[0][0], 20, what="the cut checkpoint to be lost")
     assert store_sql(e, "SELECT lost FROM meridian.checkpoints WHERE id = %s",
