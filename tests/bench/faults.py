@@ -5,15 +5,16 @@ Brings up a whole deployment per run (tests/integration/mrd_deploy.py: three
 regions on loopback, eu primary, us and ap streaming replicas, service
 "orders", rejoin hook configured), runs
 
-  - a writer: one INSERT every 20 ms through the multi-host conninfo with
-    target_session_attrs=read-write, each with a client-side deadline of
-    1 s (a frozen server never answers: the writer gives up, reconnects and
-    moves on, as an application with timeouts does);
+  - a writer: one INSERT every 20 ms to the first member that takes it, in
+    the order of the multi-host conninfo (what target_session_attrs=
+    read-write does), each host and statement with a client-side deadline
+    of 1 s (a frozen server never answers: the writer gives up and moves
+    on, as an application with timeouts does);
   - a sampler: every 100 ms, one write attempt on EVERY member directly (a
     thread per member, deadline 0.5 s), rounds numbered; a round in which
     two members accepted a write is a two-writable sample;
-  - a waiting client (freeze faults): one INSERT sent to eu just before the
-    freeze, with no deadline: whether (and when) eu acknowledges it matters:
+  - a waiting client (freeze faults): one INSERT sent to eu right after the
+    freeze (its backend frozen too), with no deadline: whether (and when) eu acknowledges it matters:
     acknowledged after the new primary's first write is two writers;
 
 injects one fault, and measures:
@@ -127,8 +128,37 @@ class Client:
             self.conn = None
 
 
+class MultiHostClient:
+    """What libpq's multi-host conninfo with target_session_attrs=read-write
+    does, with a deadline per host: asynchronous connections do not apply
+    connect_timeout, and a frozen server completes the TCP handshake but
+    never answers, so every host gets its own deadline; a host that refuses
+    the write (read-only, in recovery) or times out hands over to the next."""
+
+    def __init__(self, dsns, timeout_s):
+        self.clients = [Client(x, timeout_s) for x in dsns]
+        self.cur = 0
+
+    def execute(self, sql, params=None):
+        last = None
+        for k in range(len(self.clients)):
+            c = self.clients[(self.cur + k) % len(self.clients)]
+            try:
+                port = c.execute(sql, params)
+                self.cur = (self.cur + k) % len(self.clients)
+                return port
+            except Exception as e:
+                last = e
+        raise last
+
+    def close(self):
+        for c in self.clients:
+            c.close()
+
+
 class Writer:
-    """An INSERT every interval through the deployment's multi-host DSN;
+    """An INSERT every interval through the deployment's members in order,
+    as a multi-host DSN with target_session_attrs=read-write would;
     records (id, monotonic ack time, port) of every acknowledged write."""
 
     def __init__(self, d, interval_s=0.02, timeout_s=1.0):
@@ -136,7 +166,8 @@ class Writer:
         self.acks = []
         self.errors = 0
         self.stop_ev = threading.Event()
-        self.client = Client(d.dsn(), timeout_s)
+        self.client = MultiHostClient([d.pg[r].conninfo(connect_timeout=1) for r in REGIONS],
+                                      timeout_s)
         self.interval_s = interval_s
         self.thread = threading.Thread(target=self._loop, daemon=True, name="writer")
         self.thread.start()
@@ -302,19 +333,16 @@ def inject(d, fault, run):
         signal_all(pids + [p for p in h._children_of(pids[1]) if p not in pids], signal.SIGKILL)
         d.agents["eu"].proc.popen.wait(10)
         return t, lambda: None
-    if fault == "pg-freeze":
+    if fault in ("pg-freeze", "region-freeze"):
+        # the waiting client's backend is frozen with the rest before its
+        # INSERT is sent: the INSERT surely waits on the frozen server
         run["waiting"] = WaitingClient(d)
         pids = pg_pids(d, "eu")
-        run["waiting"].start()
+        if fault == "region-freeze":
+            pids = [d.agents["eu"].proc.pid, d.ctl["eu"].proc.pid] + pids
         t = time.monotonic()
-        f = Freeze(pids, 15.0)
-        return t, f.cancel
-    if fault == "region-freeze":
-        run["waiting"] = WaitingClient(d)
-        pids = [d.agents["eu"].proc.pid, d.ctl["eu"].proc.pid] + pg_pids(d, "eu")
+        f = Freeze(pids, 15.0 if fault == "pg-freeze" else 12.0)
         run["waiting"].start()
-        t = time.monotonic()
-        f = Freeze(pids, 12.0)
         return t, f.cancel
     if fault == "agent-freeze":
         t = time.monotonic()
