@@ -427,6 +427,17 @@ def test_lost_after_promotion():
     # fence it (superseded), killing the promote's connection.
     store_sql(e, "UPDATE meridian.services SET epoch = epoch + 1, primary_region = 'us', "
                  "primary_member = 'orders-us' WHERE name = %s", (SERVICE,))
+
+    def every_controller_names_us():
+        for c in e.ctls:
+            code, svc = c.get("/v1/services/" + SERVICE)
+            if code != 200 or svc.get("primary_region") != "us":
+                return False
+        return True
+    # the agents' answers come from the controllers' views: promote once
+    # every controller names us, or us's agent fences it (superseded)
+    wait_until(every_controller_names_us, 20, what="every controller naming us primary")
+    time.sleep(1.0)  # and a few ticks of the controllers' own refresh
     e.pgs["us"].promote()
     wait_until(lambda: store_sql(e, "SELECT lost FROM meridian.checkpoints WHERE id = %s",
                                  (cut["id"],))[0][0], 20, what="the cut checkpoint to be lost")
